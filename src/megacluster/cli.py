@@ -1,0 +1,52 @@
+"""The ``megacluster`` command line (typer + rich). Only argument parsing and printing live here.
+
+Each subcommand's function lives beside the code it drives (``runtime/cli.py``, ``reliability/cli.py``,
+``campaign/cli.py``, ``report/cli.py``); this module registers them and turns :class:`UserError`
+(and pydantic validation errors) into one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from .errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Plan, simulate and run LLM training on GPU supercomputers.")
+
+
+def _register() -> None:
+    from .report import cli as core_cli
+
+    core_cli.register(app)
+    for mod in ("reliability", "campaign", "runtime"):
+        module = __import__(f"megacluster.{mod}.cli", fromlist=["register"])
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, mapping bad input to one line and exit code 2."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        print("aborted", file=sys.stderr)
+        raise SystemExit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            print(f"error: {e.format_message()}", file=sys.stderr)
+            raise SystemExit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

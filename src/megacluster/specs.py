@@ -1,0 +1,271 @@
+"""Typed specifications: model, accelerator, node, fabric, cluster, software stack and layout.
+
+Plain pydantic data. Units are in the field names (``_gib``, ``_gbps`` = gigabits/s, ``_gbs`` = gigabytes/s,
+``_us`` = microseconds, ``_w`` = watts). Validation errors are turned into one-line messages by
+:func:`megacluster.errors` users (the CLI).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Precision = Literal["bf16", "fp16", "fp8"]
+Recompute = Literal["none", "selective", "full"]
+Mlp = Literal["gelu", "swiglu", "squared-relu", "relu"]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- model
+class MoESpec(_Spec):
+    """Mixture-of-experts feed-forward layers."""
+
+    n_experts: int = Field(gt=0, description="routed experts per MoE layer")
+    top_k: int = Field(gt=0, description="routed experts per token")
+    expert_ffn_hidden: int = Field(gt=0, description="hidden width of one routed expert")
+    n_shared_experts: int = Field(0, ge=0, description="always-on shared experts (DeepSeek)")
+    shared_ffn_hidden: int = Field(0, ge=0, description="hidden width of one shared expert (0: expert width)")
+    n_dense_layers: int = Field(0, ge=0, description="leading layers with a dense FFN instead of MoE")
+    moe_layer_freq: int = Field(1, ge=1, description="every k-th layer (after the dense ones) is MoE")
+
+
+class MLASpec(_Spec):
+    """Multi-head latent attention (DeepSeek-V2/V3): low-rank compressed queries and keys/values."""
+
+    q_lora_rank: int = Field(gt=0)
+    kv_lora_rank: int = Field(gt=0)
+    qk_nope_head_dim: int = Field(gt=0)
+    qk_rope_head_dim: int = Field(gt=0)
+    v_head_dim: int = Field(gt=0)
+
+
+class ModelSpec(_Spec):
+    """A decoder-only transformer (dense or MoE). Counts are exact for the shapes given."""
+
+    name: str
+    n_layers: int = Field(gt=0)
+    d_model: int = Field(gt=0)
+    n_heads: int = Field(gt=0)
+    n_kv_heads: Optional[int] = Field(None, gt=0, description="None: multi-head attention (= n_heads)")
+    head_dim: Optional[int] = Field(None, gt=0, description="None: d_model / n_heads")
+    ffn_hidden: int = Field(gt=0, description="dense FFN hidden width")
+    vocab: int = Field(gt=0)
+    mlp: Mlp = "gelu"
+    seq_len: int = Field(2048, gt=0, description="training context length of the published model")
+    tied_embeddings: bool = False
+    moe: Optional[MoESpec] = None
+    mla: Optional[MLASpec] = None
+    source: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> "ModelSpec":
+        if self.head_dim is None and self.mla is None and self.d_model % self.n_heads:
+            raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.n_heads % self.kv_heads:
+            raise ValueError(f"n_heads {self.n_heads} is not divisible by n_kv_heads {self.kv_heads}")
+        if self.moe and self.moe.top_k > self.moe.n_experts:
+            raise ValueError("moe.top_k is larger than moe.n_experts")
+        return self
+
+    # ---- derived shapes
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def hd(self) -> int:
+        """Head dimension (value head dimension for MLA)."""
+        if self.mla:
+            return self.mla.v_head_dim
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def gated(self) -> bool:
+        return self.mlp == "swiglu"
+
+    @property
+    def n_moe_layers(self) -> int:
+        if not self.moe:
+            return 0
+        rest = self.n_layers - self.moe.n_dense_layers
+        return (rest + self.moe.moe_layer_freq - 1) // self.moe.moe_layer_freq
+
+    @property
+    def n_dense_ffn_layers(self) -> int:
+        return self.n_layers - self.n_moe_layers
+
+    # ---- parameter counts (norm weights and biases ignored: < 0.1%)
+    @property
+    def attn_params(self) -> int:
+        """Parameters of one attention block (projections only)."""
+        h = self.d_model
+        if self.mla:
+            m = self.mla
+            qk = m.qk_nope_head_dim + m.qk_rope_head_dim
+            q = h * m.q_lora_rank + m.q_lora_rank * self.n_heads * qk
+            kv = h * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * self.n_heads * (
+                m.qk_nope_head_dim + m.v_head_dim)
+            o = self.n_heads * m.v_head_dim * h
+            return q + kv + o
+        return h * self.hd * (2 * self.n_heads + 2 * self.kv_heads)
+
+    def ffn_params(self, width: int) -> int:
+        """Parameters of one FFN of hidden width ``width`` (3 matrices when gated, else 2)."""
+        return (3 if self.gated else 2) * self.d_model * width
+
+    @property
+    def expert_params(self) -> int:
+        return self.ffn_params(self.moe.expert_ffn_hidden) if self.moe else 0
+
+    @property
+    def shared_expert_params(self) -> int:
+        if not self.moe or not self.moe.n_shared_experts:
+            return 0
+        w = self.moe.shared_ffn_hidden or self.moe.expert_ffn_hidden
+        return self.moe.n_shared_experts * self.ffn_params(w)
+
+    @property
+    def embedding_params(self) -> int:
+        """Input embedding plus (untied) output projection."""
+        return self.vocab * self.d_model * (1 if self.tied_embeddings else 2)
+
+    @property
+    def params_dense_layers(self) -> int:
+        """Parameters in all transformer layers except routed experts (attention, dense FFN, shared experts,
+        router)."""
+        p = self.n_layers * self.attn_params + self.n_dense_ffn_layers * self.ffn_params(self.ffn_hidden)
+        if self.moe:
+            p += self.n_moe_layers * (self.shared_expert_params + self.d_model * self.moe.n_experts)
+        return p
+
+    @property
+    def params_experts(self) -> int:
+        return self.n_moe_layers * self.moe.n_experts * self.expert_params if self.moe else 0
+
+    @property
+    def params_total(self) -> int:
+        return self.params_dense_layers + self.params_experts + self.embedding_params
+
+    @property
+    def params_active(self) -> int:
+        """Parameters touched by one token (top-k routed experts only)."""
+        if not self.moe:
+            return self.params_total
+        return self.params_dense_layers + self.n_moe_layers * self.moe.top_k * self.expert_params + \
+            self.embedding_params
+
+
+# --------------------------------------------------------------------------------------------- hardware
+class GPUSpec(_Spec):
+    """One accelerator, from its data sheet, plus measured efficiency constants of this hardware."""
+
+    id: str
+    name: str
+    generation: str = Field(description="ampere, hopper, blackwell, cdna3")
+    peak_tflops: dict[str, float] = Field(description="dense (non-sparse) peak TFLOP/s by precision")
+    hbm_gib: float = Field(gt=0, description="usable memory capacity, GiB")
+    hbm_tbs: float = Field(gt=0, description="memory bandwidth, TB/s")
+    nvlink_gbs: float = Field(ge=0, description="NVLink/xGMI bandwidth per GPU per direction, GB/s")
+    tdp_w: float = Field(gt=0)
+    price_usd: float = Field(ge=0)
+    # efficiency of this hardware (fractions of the data-sheet peak), each with its source in the YAML
+    gemm_efficiency: float = Field(gt=0, le=1, description="best sustained fraction of dense peak, large GEMM")
+    gemm_efficiency_fp8: Optional[float] = Field(None, gt=0, le=1)
+    gemm_half_dim: float = Field(gt=0, description="GEMM inner/outer size at which efficiency halves' excess")
+    attention_efficiency: float = Field(gt=0, le=1, description="fused flash attention fraction of peak")
+    hbm_efficiency: float = Field(gt=0, le=1, description="sustained fraction of HBM bandwidth (streams)")
+    power_cap_w: Optional[float] = Field(None, gt=0, description="board power limit below TDP, if any")
+    source: str = ""
+
+    def peak(self, precision: str) -> float:
+        """Dense peak in FLOP/s for a precision (fp8 falls back to bf16 where the chip has none)."""
+        p = self.peak_tflops.get(precision) or self.peak_tflops.get("bf16")
+        return float(p) * 1e12
+
+
+class FabricTier(_Spec):
+    name: str
+    reach_gpus: int = Field(gt=0, description="GPUs reachable within this tier")
+    oversubscription: float = Field(1.0, ge=1.0)
+    latency_us: float = Field(ge=0, description="added one-way latency when a collective crosses this tier")
+
+
+class FabricSpec(_Spec):
+    """Scale-out network (between nodes)."""
+
+    id: str
+    name: str
+    kind: Literal["infiniband", "roce", "ethernet"]
+    efficiency: float = Field(gt=0, le=1, description="achieved fraction of NIC line rate in NCCL collectives")
+    base_latency_us: float = Field(ge=0, description="NIC-to-NIC latency within a leaf")
+    tiers: list[FabricTier] = Field(default_factory=list)
+    source: str = ""
+
+
+class NodeSpec(_Spec):
+    """One server: GPUs behind one NVLink/NVSwitch domain plus NICs."""
+
+    gpus_per_node: int = Field(8, gt=0)
+    nvlink_domain: int = Field(8, gt=0, description="GPUs in one NVLink domain (8 in HGX, 72 in NVL72)")
+    nics_per_node: int = Field(8, gt=0)
+    nic_gbps: float = Field(400, gt=0, description="line rate of one NIC, Gb/s")
+    nvlink_efficiency: float = Field(0.8, gt=0, le=1, description="achieved fraction of NVLink in NCCL")
+    nvlink_latency_us: float = Field(3.0, ge=0)
+
+
+class ClusterSpec(_Spec):
+    gpu: GPUSpec
+    n_gpus: int = Field(gt=0)
+    node: NodeSpec = NodeSpec()
+    fabric: FabricSpec
+
+    @property
+    def nic_gbs_per_gpu(self) -> float:
+        """Scale-out bandwidth available to one GPU, GB/s per direction, at the fabric's efficiency."""
+        n = self.node
+        return n.nics_per_node * n.nic_gbps / 8.0 / n.gpus_per_node * self.fabric.efficiency
+
+
+# --------------------------------------------------------------------------------------------- software
+class StackSpec(_Spec):
+    """The software stack that runs the step: the framework and its features (the runs' ``spec.stack``)."""
+
+    framework: str = "megatron"
+    compile: bool = False
+    async_tp: bool = False
+    fp8_recipe: Optional[str] = None
+
+
+# --------------------------------------------------------------------------------------------- layout
+class Layout(_Spec):
+    """A parallel layout of one training job. Degrees multiply to the GPU count: tp*pp*dp*cp = GPUs.
+
+    ``ep`` splits experts across the data-parallel x context-parallel ranks (it does not multiply the count).
+    ``zero``: 0 plain DP, 1 optimizer sharded, 2 + gradients, 3 + weights (FSDP).
+    """
+
+    tp: int = Field(1, gt=0)
+    pp: int = Field(1, gt=0)
+    dp: int = Field(1, gt=0)
+    cp: int = Field(1, gt=0)
+    ep: int = Field(1, gt=0)
+    vp: int = Field(1, gt=0, description="virtual pipeline stages per GPU (interleaved 1F1B when > 1)")
+    micro_batch: int = Field(1, gt=0, description="sequences per micro-batch per data-parallel rank")
+    global_batch: int = Field(gt=0, description="sequences per optimizer step")
+    seq_len: int = Field(gt=0)
+    sequence_parallel: bool = True
+    recompute: Recompute = "selective"
+    zero: int = Field(1, ge=0, le=3)
+    precision: Precision = "bf16"
+
+    @property
+    def n_gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+    @property
+    def n_microbatches(self) -> int:
+        return self.global_batch // (self.dp * self.micro_batch)
