@@ -1,0 +1,338 @@
+"""The step model: one training step of a decoder transformer on a cluster, for a parallel layout.
+
+``estimate_arrays`` evaluates many layouts at once (numpy arrays of degrees, broadcast together);
+``estimate`` wraps it for one :class:`Layout` and returns a :class:`StepEstimate`.
+
+Per GPU and per micro-batch, the slowest pipeline stage runs ``L/pp`` layers (plus the output layer on the
+last stage). Each layer costs GEMM time (by op class, with the GPU's shape-dependent efficiency), attention
+time (flash or unfused), memory-bound time (norms, activations, residuals, fp8 casts), recompute, and the
+exposed part of its tensor-, context- and expert-parallel communication. The step is then
+
+    step = (n_microbatches + bubble) x t_microbatch + exposed pipeline p2p + exposed DP communication
+           + optimizer + fixed overhead
+
+with the bubble from :mod:`physics.pipeline` and the communication from :mod:`physics.comm`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from . import catalog
+from .physics import comm, compute
+from .physics.flops import attention_core_flops, attn_dims, model_flops_per_token
+from .physics.memory import GIB, activation_bytes_per_token_layer
+from .physics.pipeline import bubble_fraction
+from .specs import ClusterSpec, Layout, ModelSpec, StackSpec
+
+LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len",
+               "sequence_parallel", "recompute", "zero", "fp8")
+RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
+
+
+def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
+    """The efficiency constants of a software stack on a GPU generation, with its flags applied."""
+    entry = catalog.stack_constants(stack.framework)
+    variants = entry["by_generation"]
+    c = dict(variants.get(generation) or variants.get("default") or variants.get("hopper")
+             or next(iter(variants.values())))
+    c["source"] = entry.get("source", "")
+    if stack.async_tp and "async_tp_overlap" in c:
+        c["tp_overlap"] = c["async_tp_overlap"]
+    elif stack.async_tp:
+        c["tp_overlap"] = "chunked"
+    c["elementwise"] = c["compiled_elementwise_bytes"] if stack.compile else c["elementwise_bytes"]
+    casts = c.get("fp8_cast_bytes") or {}
+    c["fp8_cast"] = casts.get(stack.fp8_recipe or "default", casts.get("default", 1.5))
+    return c
+
+
+def _dropout(m: ModelSpec) -> bool:
+    """GPT-style (non-gated, GELU) models were trained with dropout 0.1; Llama-style models without."""
+    return m.mlp == "gelu"
+
+
+def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
+                    L: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Evaluate layouts given as arrays (keys ``LAYOUT_KEYS``; ``recompute`` as 0/1/2, ``fp8`` as bool).
+
+    Returns arrays of seconds, bytes and rates; see ``estimate`` for the meaning of each."""
+    g, node, m = cluster.gpu, cluster.node, model
+    c = stack_constants(stack, g.generation)
+    A = {k: np.asarray(L[k]) for k in LAYOUT_KEYS}
+    tp, pp, dp, cp, ep, vp = (A[k].astype(float) for k in ("tp", "pp", "dp", "cp", "ep", "vp"))
+    mb, gb, s = A["micro_batch"].astype(float), A["global_batch"].astype(float), A["seq_len"].astype(float)
+    sp = A["sequence_parallel"].astype(bool) & (tp > 1)
+    rc = A["recompute"].astype(int)
+    fp8 = A["fp8"].astype(bool)
+    zero = A["zero"].astype(int)
+    gpn = float(node.gpus_per_node)
+    h, V = m.d_model, m.vocab
+    qd, vd = attn_dims(m)
+    n_layers = float(m.n_layers)
+    layers_stage = n_layers / pp
+
+    T = mb * s / cp                      # tokens per GPU per micro-batch
+    n_mb = gb / (dp * mb)                # micro-batches per step per pipeline
+    flash = c["attention"] == "flash"
+    ew = c["elementwise"]
+
+    # ------------------------------------------------------------------ compute per layer (forward)
+    t_attn_proj = compute.gemm_time(g, T, m.attn_params / h / tp, h, fp8)
+    n_mats = 3.0 if m.gated else 2.0
+    if m.moe:
+        e = m.moe
+        ffrac = m.n_moe_layers / n_layers
+        local_experts = e.n_experts / ep
+        # expert-parallel: experts whole, tokens of this rank's sequence shard routed to them;
+        # otherwise every expert is tensor-split like a dense MLP
+        tok_per_expert = np.where(ep > 1, T / tp * e.top_k * ep / e.n_experts, T * e.top_k / e.n_experts)
+        width = np.where(ep > 1, e.expert_ffn_hidden, e.expert_ffn_hidden / tp)
+        t_experts = compute.gemm_time(g, tok_per_expert, width, h, fp8, count=n_mats * local_experts)
+        shared_w = (e.shared_ffn_hidden or e.expert_ffn_hidden) * e.n_shared_experts
+        t_shared = compute.gemm_time(g, T, max(shared_w, 1) / tp, h, fp8, count=n_mats) if shared_w else 0.0
+        t_router = compute.gemm_time(g, T, e.n_experts, h, False)
+        t_dense = compute.gemm_time(g, T, m.ffn_hidden / tp, h, fp8, count=n_mats)
+        t_mlp = (1 - ffrac) * t_dense + ffrac * (t_experts + t_shared + t_router)
+    else:
+        t_mlp = compute.gemm_time(g, T, m.ffn_hidden / tp, h, fp8, count=n_mats)
+
+    heads_local = m.n_heads / tp
+    if flash:
+        attn_fwd_flops = T * attention_core_flops(m, s, causal=True) / tp
+        t_core_f = compute.attention_time(g, attn_fwd_flops)
+        t_core_b = 2.5 * t_core_f
+    else:   # batched GEMMs over the full s x s scores, then fused scale-mask-softmax (+ dropout)
+        hd_qk = qd / m.n_heads
+        t_gemm = compute.gemm_time(g, s, s, hd_qk, False, count=2.0 * mb / cp * heads_local)
+        score_elems = mb / cp * heads_local * s * s
+        per_elem_f = 4.0 + (5.0 if _dropout(m) else 0.0)        # softmax r/w (+ dropout r/w and mask)
+        t_soft_f = compute.memory_time(g, score_elems * per_elem_f)
+        t_core_f = t_gemm + t_soft_f
+        t_core_b = 2 * t_gemm + 2 * t_soft_f
+
+    # memory-bound ops: bytes per token (forward); backward moves about twice as much
+    drop = 10.0 * h if _dropout(m) else 0.0
+    f_eff = m.ffn_hidden if not m.moe else (
+        (m.n_dense_ffn_layers * m.ffn_hidden + m.n_moe_layers * (m.moe.top_k * m.moe.expert_ffn_hidden
+         + m.moe.n_shared_experts * (m.moe.shared_ffn_hidden or m.moe.expert_ffn_hidden))) / n_layers)
+    act_bytes = (6.0 if m.gated else 4.0) * f_eff
+    rope_bytes = 0.0 if m.mlp == "gelu" else 4.0 * (qd + m.kv_heads * (qd / m.n_heads))
+    outer = 8.0 * h + 12.0 * h + drop                          # 2 norms, 2 residual adds, dropouts
+    inner = act_bytes + rope_bytes
+    outer_div = np.where(sp, tp, 1.0)
+    elem_f = ew * T * (outer / outer_div + inner / tp)
+    # fp8: each GEMM operand is scaled and cast: activations (T x in) and weights of this GPU
+    fp8_elems = T * (2.0 * h + m.ffn_hidden * (2 if m.gated else 1)) / tp * 2 + (
+        m.attn_params + m.ffn_params(m.ffn_hidden)) / tp
+    elem_f = elem_f + np.where(fp8, c["fp8_cast"] * fp8_elems, 0.0)
+    t_elem_f = compute.memory_time(g, elem_f)
+
+    t_gemm_f = t_attn_proj + t_mlp
+    t_fwd = t_gemm_f + t_core_f + t_elem_f
+    t_bwd = 2.0 * t_gemm_f + t_core_b + 2.0 * t_elem_f
+    # recompute: full reruns the forward; selective reruns part of it
+    sel_extra = c["selective_gemm_recompute"] * t_gemm_f + (t_elem_f if c["selective_gemm_recompute"] else 0.0)
+    if not flash:
+        sel_extra = sel_extra + t_core_f
+    t_recomp = np.where(rc == 2, t_fwd, np.where(rc == 1, sel_extra, 0.0))
+    t_layer = t_fwd + t_bwd + t_recomp
+
+    # output layer (last stage): logits GEMM forward + 2x backward, fp32 softmax/loss over the vocabulary
+    t_logits = 3.0 * compute.gemm_time(g, T, V / tp, h, False) + compute.memory_time(g, T * V / tp * 4.0 * 3)
+
+    # ------------------------------------------------------------------ communication per layer
+    act_msg = T * h * 2.0                                         # one token-block of activations, bytes
+    tp_per_node = np.minimum(tp, gpn)
+    t_tp_one = comm.allgather_time(cluster, act_msg, tp, tp_per_node, tp)
+    n_tp = 4.0 + np.where(rc == 2, 2.0, 0.0)                      # AG/RS pairs: 2 fwd + 2 bwd (+2 recompute)
+    t_tp = n_tp * t_tp_one * np.where(sp, 1.0, 2.0)              # without SP: all-reduce = 2x
+    tp_exposed = t_tp / tp if c["tp_overlap"] == "chunked" else t_tp
+
+    kv_bytes = T * (m.kv_heads * (qd / m.n_heads) + m.kv_heads * m.hd) * 2.0 / tp
+    cp_per_node = np.clip(gpn / tp, 1, cp)
+    t_cp = 3.0 * comm.ring_allgather_time(kv_bytes * cp, cp, comm.group_bandwidth(
+        cluster, cp, cp_per_node, tp * cp)[0])
+    cp_exposed = np.where(cp > 1, np.maximum(0.0, t_cp - c["cp_overlap"] * (t_core_f + t_core_b)), 0.0)
+
+    if m.moe:
+        ep_per_node = np.clip(gpn / (tp * cp), 1, ep)
+        disp = T / tp * m.moe.top_k * h * np.where(fp8, 1.5, 2.0)    # fp8 dispatch + bf16 combine averaged
+        t_ep = 4.0 * comm.alltoall_time(cluster, disp, ep, ep_per_node, ep * tp * cp)
+        ep_exposed = (m.n_moe_layers / n_layers) * (1.0 - c["ep_overlap"]) * t_ep
+    else:
+        ep_exposed = np.zeros_like(tp)
+
+    t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed
+    t_mb = layers_stage * t_layer_total + t_logits              # slowest (last) stage per micro-batch
+    t_mb_first = layers_stage * t_layer_total
+
+    # pipeline: bubble and point-to-point
+    bub = bubble_fraction(pp, n_mb, vp, c["schedule"]) * np.where(pp > 1, 1.0, 0.0)
+    t_bubble = bub * n_mb * t_mb
+    p2p_msg = act_msg / np.where(sp, tp, 1.0)
+    crosses = tp * cp * dp >= gpn
+    t_p2p = np.where(pp > 1, 2.0 * vp * n_mb * comm.p2p_time(cluster, p2p_msg, crosses), 0.0)
+    pp_exposed = (1.0 - c["pp_overlap"]) * t_p2p
+
+    # ------------------------------------------------------------------ parameters and DP communication
+    dense_layer_params = m.params_dense_layers / n_layers
+    embed_stage = V * h / tp                                       # first/last stage holds one vocab matrix
+    p_dense = layers_stage * dense_layer_params / tp + np.where(pp > 1, embed_stage,
+                                                                m.embedding_params / tp)
+    if m.moe:
+        p_expert = (m.n_moe_layers / pp) * (m.moe.n_experts / ep) * m.expert_params / np.where(ep > 1, 1.0, tp)
+    else:
+        p_expert = np.zeros_like(tp)
+    p_gpu = p_dense + p_expert
+    shard = dp * cp                                               # ZeRO shards over data x context ranks
+    eshard = np.maximum(shard / ep, 1.0)
+    dp_per_node = np.clip(gpn / (tp * cp), 1, shard)
+    span = tp * cp * dp
+    gr = c["grad_reduce_bytes"]
+
+    def gather(bytes_, n, per_node):
+        return comm.allgather_time(cluster, bytes_, n, per_node, span)
+
+    # per step, ZeRO-0..2: reduce gradients (+ gather updated weights for ZeRO-1/2)
+    rs_grads = gather(p_dense * gr, shard, dp_per_node) + gather(p_expert * gr, eshard, dp_per_node)
+    ag_params = gather(p_dense * 2.0, shard, dp_per_node) + gather(p_expert * 2.0, eshard, dp_per_node)
+    allreduce = 2.0 * rs_grads
+    t_dp_step = np.where(zero == 0, allreduce, rs_grads + ag_params)
+    window = np.where(c["dp_overlap"], (2.0 / 3.0) * t_mb_first, 0.0)    # backward of the last micro-batch
+    dp_exposed_12 = np.maximum(0.0, rs_grads - window) + np.where(
+        zero == 0, np.maximum(0.0, allreduce - rs_grads - window), np.maximum(0.0, ag_params - np.where(
+            c["dp_overlap"], t_mb_first / 3.0, 0.0)))
+    # ZeRO-3 / FSDP: gather weights for forward and backward, reduce-scatter grads, per micro-batch
+    # (or once per step when weights stay gathered across micro-batches)
+    per_mb = 2.0 * ag_params + rs_grads
+    if c["fsdp_gather_per_microbatch"]:
+        comm3 = n_mb * per_mb
+        hide3 = n_mb * t_mb_first * (1.0 if c["dp_overlap"] else 0.0)
+    else:
+        comm3 = per_mb
+        hide3 = t_mb_first * (1.0 if c["dp_overlap"] else 0.0)
+    first_gather = ag_params / np.maximum(layers_stage, 1)            # the first layer's gather is exposed
+    dp_exposed_3 = np.maximum(0.0, comm3 - hide3) + first_gather
+    dp_exposed = np.where(shard > 1, np.where(zero == 3, dp_exposed_3, dp_exposed_12), 0.0)
+    t_dp_total = np.where(zero == 3, comm3, t_dp_step)
+
+    # optimizer: stream fp32 master, moments, grads and write 16-bit weights for this GPU's shard
+    opt_shard = np.where(zero >= 1, shard, 1.0)
+    opt_bytes = p_dense / opt_shard * (24.0 + c["grad_bytes"] + 2.0) + p_expert / np.where(
+        zero >= 1, eshard, 1.0) * (24.0 + c["grad_bytes"] + 2.0)
+    t_opt = compute.memory_time(g, opt_bytes)
+
+    t_compute = n_mb * t_mb
+    step = t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + c["step_overhead_s"]
+
+    # ------------------------------------------------------------------ memory per GPU
+    weights = p_gpu * 2.0 / np.where(zero == 3, shard, 1.0)
+    grads = (p_dense * c["grad_bytes"] / np.where(zero >= 2, shard, 1.0)
+             + p_expert * c["grad_bytes"] / np.where(zero >= 2, eshard, 1.0))
+    optim = p_dense * 12.0 / opt_shard + p_expert * 12.0 / np.where(zero >= 1, eshard, 1.0)
+    per_tok_layer = activation_bytes_per_token_layer(m, s, tp, sp, rc, flash, _dropout(m), cp)
+    in_flight = np.where(pp > 1, np.minimum(pp, n_mb) * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0), 1.0)
+    acts_first = per_tok_layer * T * layers_stage * in_flight + T * h * 2.0
+    acts_last = per_tok_layer * T * layers_stage + T * V / tp * 6.0    # logits bf16 + fp32 for the loss
+    activations = np.maximum(acts_first, acts_last)
+    layer_w = dense_layer_params / tp * 2.0
+    buffers = (4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + np.where(
+        zero < 3, 0.0, 0.0)) + c["reserved_gib"] * GIB
+    total = weights + grads + optim + activations + buffers
+
+    # ------------------------------------------------------------------ rates
+    tokens_step = gb * s
+    n_gpus = tp * pp * dp * cp
+    mflops_tok = model_flops_per_token(m, s)
+    peak16 = g.peak("bf16")
+    tok_s = tokens_step / step
+    tok_s_gpu = tok_s / n_gpus
+    hw_extra = np.where(rc == 2, 1.0 / 3.0, 0.0)                  # full recompute: one more forward
+    return {
+        "step_time_s": step, "tokens_per_step": tokens_step, "tokens_per_s": tok_s,
+        "tokens_per_s_per_gpu": tok_s_gpu, "model_flops_per_token": mflops_tok + 0 * step,
+        "tflops_per_gpu": mflops_tok * tok_s_gpu / 1e12, "mfu": mflops_tok * tok_s_gpu / peak16,
+        "hfu": mflops_tok * (1 + hw_extra) * tok_s_gpu / peak16,
+        "n_microbatches": n_mb, "n_gpus": n_gpus,
+        # time per step, seconds (compute split by op class)
+        "t_gemm_attn_proj": n_mb * layers_stage * t_attn_proj * (3 + (rc == 2)),
+        "t_gemm_mlp": n_mb * layers_stage * t_mlp * (3 + (rc == 2)),
+        "t_attention": n_mb * layers_stage * (t_core_f + t_core_b),
+        "t_memory_bound": n_mb * layers_stage * 3 * t_elem_f,
+        "t_recompute": n_mb * layers_stage * t_recomp,
+        "t_output_layer": n_mb * t_logits,
+        "t_tp_comm": n_mb * layers_stage * tp_exposed, "t_cp_comm": n_mb * layers_stage * cp_exposed,
+        "t_ep_comm": n_mb * layers_stage * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
+        "t_dp_comm": dp_exposed, "t_dp_comm_total": t_dp_total, "t_optimizer": t_opt,
+        "t_compute": t_compute,
+        # memory per GPU, bytes
+        "m_weights": weights, "m_gradients": grads, "m_optimizer": optim, "m_activations": activations,
+        "m_buffers": buffers, "m_total": total, "fits": total <= g.hbm_gib * GIB,
+        "params_per_gpu": p_gpu,
+    }
+
+
+class StepEstimate(BaseModel):
+    """One predicted training step. Times in seconds per step, memory in GiB per GPU."""
+
+    model: str
+    gpu: str
+    n_gpus: int
+    layout: Layout
+    stack: StackSpec
+    step_time_s: float
+    tokens_per_step: float
+    tokens_per_s: float
+    tokens_per_s_per_gpu: float
+    tflops_per_gpu: float
+    model_flops_per_token: float
+    mfu: float
+    hfu: float
+    memory_gib_per_gpu: float
+    hbm_gib: float
+    fits: bool
+    n_microbatches: float
+    time_s: dict[str, float]
+    memory_gib: dict[str, float]
+    phases_s: dict[str, float]
+
+
+TIME_KEYS = ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound", "recompute", "output_layer",
+             "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "optimizer")
+MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "buffers")
+
+
+def layout_arrays(layout: Layout) -> dict[str, Any]:
+    """A Layout as the scalar dict ``estimate_arrays`` takes."""
+    d = layout.model_dump()
+    return {**{k: d[k] for k in LAYOUT_KEYS if k in d}, "recompute": RECOMPUTE[layout.recompute],
+            "fp8": layout.precision == "fp8"}
+
+
+def estimate(model: ModelSpec, cluster: ClusterSpec, layout: Layout, stack: StackSpec | None = None,
+             check: bool = True) -> StepEstimate:
+    """Predict one training step; with ``check``, invalid layouts raise UserError (see ``validate_layout``)."""
+    from .layout_check import validate_layout
+
+    stack = stack or StackSpec()
+    if check:
+        validate_layout(model, cluster, layout)
+    r = estimate_arrays(model, cluster, stack, layout_arrays(layout))
+    f = {k: float(np.asarray(v)) for k, v in r.items()}
+    time_s = {k: f["t_" + k] for k in TIME_KEYS}
+    memory = {k: f["m_" + k] / GIB for k in MEMORY_KEYS}
+    comm_exposed = sum(time_s[k] for k in ("tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm"))
+    phases = {"compute": f["t_compute"] - (time_s["tp_comm"] + time_s["cp_comm"] + time_s["ep_comm"]),
+              "communication": comm_exposed, "bubble": time_s["bubble"], "optimizer": time_s["optimizer"]}
+    phases["other"] = max(0.0, f["step_time_s"] - sum(phases.values()))
+    return StepEstimate(
+        model=model.name, gpu=cluster.gpu.id, n_gpus=int(f["n_gpus"]), layout=layout, stack=stack,
+        step_time_s=f["step_time_s"], tokens_per_step=f["tokens_per_step"], tokens_per_s=f["tokens_per_s"],
+        tokens_per_s_per_gpu=f["tokens_per_s_per_gpu"], tflops_per_gpu=f["tflops_per_gpu"],
+        model_flops_per_token=f["model_flops_per_token"], mfu=f["mfu"], hfu=f["hfu"],
+        memory_gib_per_gpu=f["m_total"] / GIB, hbm_gib=cluster.gpu.hbm_gib, fits=bool(f["fits"]),
+        n_microbatches=f["n_microbatches"], time_s=time_s, memory_gib=memory, phases_s=phases)

@@ -1,0 +1,81 @@
+"""Bytes per GPU: weights, gradients, optimizer state, activations.
+
+Activations follow Korthikanti et al. 2022 ("Reducing Activation Recomputation in Large Transformer
+Models", section 4), generalised to grouped-query attention and gated MLPs. Per layer and per token, in
+bytes with 16-bit activations, for hidden size h, FFN width f, heads a, sequence s:
+
+* attention block: 2h (QKV input) + 2(q + k) (Q, K) + 2v (V) + 2q (output-projection input) + h (dropout
+  mask) + 5as (scores, softmax, dropout; only when scores are materialised, i.e. no flash attention)
+* MLP block: 2h (input) + 2f (activation input; 4f when gated) + 2f (activation output) + h (dropout mask)
+* two norms: 4h
+
+For GPT (q = k = v = h, f = 4h, dropout) this is Korthikanti's 34h + 5as per token. Tensor parallelism
+divides the parts inside attention and MLP by t; sequence parallelism also divides the rest. Selective
+recompute drops the 5as term; full recompute keeps only the layer input (2h, divided by t with SP).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..specs import ModelSpec
+from .flops import attn_dims
+
+GIB = 1024.0 ** 3
+
+
+def activation_bytes_per_token_layer(m: ModelSpec, seq_len, tp=1, sp=False, recompute="none",
+                                     flash=True, dropout=False, cp=1):
+    """Activation bytes stored per token per layer for the backward pass (one GPU's share).
+
+    ``recompute``: "none", "selective" or "full" (or an integer array 0/1/2). ``cp`` splits the sequence,
+    which ``seq_len`` already is the full length of (the 5as term uses the local key length s/cp... times
+    the full query set is split, so it divides by cp)."""
+    h = m.d_model
+    qd, vd = attn_dims(m)
+    kd = m.kv_heads * (qd // m.n_heads) if not m.mla else qd
+    vd_kv = m.kv_heads * m.hd if not m.mla else vd
+    f = m.ffn_hidden
+    if m.moe:  # routed tokens: top_k expert activations of the expert width, plus shared experts
+        fe = m.moe.top_k * m.moe.expert_ffn_hidden + m.moe.n_shared_experts * (
+            m.moe.shared_ffn_hidden or m.moe.expert_ffn_hidden)
+        f = (m.n_dense_ffn_layers * m.ffn_hidden + m.n_moe_layers * fe) / m.n_layers
+    drop = 1.0 if dropout else 0.0
+    tp = np.asarray(tp, dtype=float)
+    rc = _recompute_code(recompute)
+    inner_attn = 2 * (qd + kd) + 2 * vd_kv + 2 * qd
+    inner_mlp = (4 if m.gated else 2) * f + 2 * f
+    outer = 2 * h + drop * h + 2 * h + drop * h + 4 * h
+    scores = np.where(np.logical_or(flash, rc >= 1), 0.0, 5.0 * m.n_heads * np.asarray(seq_len, float) / cp)
+    outer_div = np.where(sp, tp, 1.0)
+    full_layer = (inner_attn + inner_mlp + scores) / tp + outer / outer_div
+    input_only = 2.0 * h / outer_div
+    return np.where(rc == 2, input_only, full_layer)
+
+
+def _recompute_code(recompute):
+    if isinstance(recompute, str):
+        return np.asarray({"none": 0, "selective": 1, "full": 2}[recompute])
+    return np.asarray(recompute)
+
+
+def korthikanti_activation_bytes(s, b, h, a, t=1, sp=False, selective=False):
+    """Korthikanti et al. 2022 closed forms for GPT layers (bytes per layer): sbh(34 + 5as/h) without
+    parallelism, sbh(10 + 24/t + 5as/(ht)) with TP, (sbh/t)(34 + 5as/h) with TP+SP, 34sbh/t with
+    TP+SP+selective recompute."""
+    if selective:
+        return s * b * h * 34 / t if sp else s * b * h * (10 + 24 / t)
+    if sp:
+        return s * b * h / t * (34 + 5 * a * s / h)
+    return s * b * h * (10 + 24 / t + 5 * a * s / (h * t))
+
+
+def optimizer_bytes_per_param(master_fp32=True) -> float:
+    """Adam state per parameter: fp32 master weights (4, if kept) + first and second moments (8)."""
+    return 12.0 if master_fp32 else 8.0
+
+
+def mixed_precision_adam_bytes_per_param(grad_bytes: float = 2.0) -> float:
+    """Total training state per parameter: 2 (16-bit weights) + grads + 12 (fp32 master, m, v).
+    16 bytes with 16-bit grads (Rajbhandari et al. 2020, ZeRO section 3.1); 18 with fp32 grads."""
+    return 2.0 + grad_bytes + optimizer_bytes_per_param()

@@ -1,0 +1,160 @@
+"""Hold the step model to published, measured training runs (``catalog/data/runs.yaml``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ValidationError
+
+from . import catalog
+from .cluster import make_cluster
+from .errors import UserError
+from .estimate import RECOMPUTE, estimate, estimate_arrays
+from .specs import Layout, MoESpec, ModelSpec, StackSpec
+
+
+class RunResult(BaseModel):
+    id: str
+    gpu: str
+    generation: str
+    framework: str
+    n_gpus: int
+    layout: str
+    reference: float
+    predicted: float
+    error: float
+    micro_batch: int
+    fits: bool
+
+
+def model_from_run(run: dict) -> ModelSpec:
+    """The run's model: the catalog entry of the same name where one exists (it carries shapes the run
+    leaves out, such as MLA ranks), else the run's own shape with standard defaults (FFN 4h, MHA,
+    GPT vocabulary 51,200)."""
+    md = run["model"]
+    cid = md["name"].lower().replace(" ", "-")
+    if md.get("moe"):
+        try:
+            return catalog.model(cid)
+        except UserError:
+            pass
+    moe = None
+    if md.get("moe"):
+        mo = md["moe"]
+        moe = MoESpec(n_experts=mo["routed_experts"], top_k=mo["top_k"], expert_ffn_hidden=mo["expert_ffn_hidden"],
+                      n_shared_experts=mo.get("shared_experts", 0), n_dense_layers=mo.get("dense_layers", 0))
+    h = md["d_model"]
+    return ModelSpec(name=md["name"], n_layers=md["n_layers"], d_model=h, n_heads=md["n_heads"],
+                     n_kv_heads=md.get("n_kv_heads"), ffn_hidden=md.get("ffn_hidden") or 4 * h,
+                     vocab=md.get("vocab") or 51200, mlp=md.get("mlp") or "gelu", seq_len=md["seq_len"], moe=moe)
+
+
+def spec_parts(run: dict):
+    """(model, cluster, layout without micro-batch, stack) of a run's normalised ``spec``."""
+    s = run["spec"]
+    model = model_from_run(run)
+    cluster = make_cluster(s["gpu"], s["n_gpus"], fabric=s.get("fabric"), nic_gbps=s.get("nic_gbps"),
+                           nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
+    st = s.get("stack") or {}
+    stack = StackSpec(framework=st.get("framework", "megatron"), compile=bool(st.get("compile", False)),
+                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=st.get("fp8_recipe"))
+    return model, cluster, stack
+
+
+DEFAULT_TOKENS_PER_STEP = 2 ** 21   # where a run gives no global batch: 2M tokens, as its 8K-sequence sibling
+
+
+def _global_batch(s: dict) -> int:
+    if s.get("global_batch"):
+        return int(s["global_batch"])
+    per = s["dp"]
+    return max(per, DEFAULT_TOKENS_PER_STEP // s["seq_len"] // per * per)
+
+
+def _micro_batch_candidates(run: dict) -> list[int]:
+    s = dict(run["spec"])
+    s["global_batch"] = _global_batch(s)
+    if s.get("micro_batch"):
+        return [int(s["micro_batch"])]
+    per_dp = s["global_batch"] // s["dp"]
+    return [b for b in range(1, min(per_dp, 64) + 1) if per_dp % b == 0]
+
+
+def predict_run(run: dict) -> RunResult:
+    """Predict one run's tokens/s/GPU; the micro-batch is searched (best that fits) where the spec says so."""
+    s = dict(run["spec"])
+    s["global_batch"] = _global_batch(s)
+    model, cluster, stack = spec_parts(run)
+    mbs = np.array(_micro_batch_candidates(run))
+    base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
+                vp=s.get("vp") or 1, global_batch=s["global_batch"], seq_len=s["seq_len"],
+                sequence_parallel=bool(s.get("sequence_parallel")), recompute=RECOMPUTE[s["recompute"]],
+                zero=s.get("zero") or 0, fp8=s["precision"] == "fp8")
+    arr = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs})
+    fits = np.broadcast_to(arr["fits"], mbs.shape)
+    tps = np.broadcast_to(arr["tokens_per_s_per_gpu"], mbs.shape)
+    if s.get("vp", 1) and s.get("vp", 1) > 1:   # interleaving needs micro-batches to be a multiple of pp
+        ok = (s["global_batch"] // (s["dp"] * mbs)) % s["pp"] == 0
+        tps = np.where(ok, tps, -1.0)
+    pick = np.where(fits, tps, tps - 1e12)       # prefer fitting layouts; else the best anyway (flagged)
+    i = int(np.argmax(pick))
+    layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=base["cp"], ep=base["ep"], vp=base["vp"],
+                    micro_batch=int(mbs[i]), global_batch=s["global_batch"], seq_len=s["seq_len"],
+                    sequence_parallel=base["sequence_parallel"], recompute=s["recompute"], zero=base["zero"],
+                    precision=s["precision"])
+    est = estimate(model, cluster, layout, stack, check=False)
+    ref = float(run["reference"]["tokens_per_s_per_gpu"])
+    return RunResult(id=run["id"], gpu=s["gpu"], generation=cluster.gpu.generation, framework=stack.framework,
+                     n_gpus=s["n_gpus"], layout=_layout_str(layout), reference=ref,
+                     predicted=est.tokens_per_s_per_gpu, error=est.tokens_per_s_per_gpu / ref - 1.0,
+                     micro_batch=layout.micro_batch, fits=est.fits)
+
+
+def _layout_str(L: Layout) -> str:
+    parts = [f"TP{L.tp}", f"PP{L.pp}", f"DP{L.dp}"]
+    if L.cp > 1:
+        parts.append(f"CP{L.cp}")
+    if L.ep > 1:
+        parts.append(f"EP{L.ep}")
+    if L.vp > 1:
+        parts.append(f"VP{L.vp}")
+    parts.append(f"mb{L.micro_batch}")
+    if L.zero:
+        parts.append(f"Z{L.zero}")
+    parts.append(L.recompute[:3])
+    parts.append(L.precision)
+    return " ".join(parts)
+
+
+def load_runs(path: str | Path | None = None) -> list[dict]:
+    """Runs from a runs file (default: the project's copy of the published runs)."""
+    data = catalog.load("runs") if path is None else catalog.read_yaml_or_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise UserError(f"{path}: expected a mapping with a 'runs' list (the format of runs.yaml)")
+    return data["runs"]
+
+
+def validate_runs(runs: list[dict]) -> dict[str, Any]:
+    """Predict every run; MAPE and worst error overall, by GPU generation and by framework."""
+    results = []
+    for r in runs:
+        try:
+            results.append(predict_run(r))
+        except (KeyError, TypeError, ValidationError) as e:
+            raise UserError(f"run {r.get('id', '?')}: malformed spec ({e.__class__.__name__}: "
+                            f"{str(e).splitlines()[0]})") from None
+    return {"runs": results, "summary": summarise(results)}
+
+
+def summarise(results: list[RunResult]) -> dict[str, dict[str, float]]:
+    def stats(rs):
+        e = np.abs([r.error for r in rs])
+        return {"n": len(rs), "mape": float(e.mean()), "max_abs_error": float(e.max())}
+
+    out = {"all": stats(results)}
+    for key in ("generation", "framework"):
+        for v in sorted({getattr(r, key) for r in results}):
+            out[f"{key}:{v}"] = stats([r for r in results if getattr(r, key) == v])
+    return out
