@@ -1,0 +1,259 @@
+"""Models from files: a Hugging Face ``config.json`` or a YAML/JSON mapping of :class:`ModelSpec` fields.
+
+Supported Hugging Face architectures (the first entry of ``architectures``, or ``model_type``):
+
+- dense, gated FFN: ``LlamaForCausalLM``, ``MistralForCausalLM``, ``Qwen2ForCausalLM``, ``Qwen3ForCausalLM``
+- MoE: ``MixtralForCausalLM``, ``Qwen2MoeForCausalLM`` (shared expert), ``Qwen3MoeForCausalLM``
+- MoE with multi-head latent attention: ``DeepseekV3ForCausalLM``, ``DeepseekV2ForCausalLM`` (with query
+  compression, i.e. ``q_lora_rank`` set)
+
+What the step model needs is read; the rest (norm epsilons, RoPE base, sliding windows, biases, q/k norms,
+the multi-token-prediction layers of DeepSeek-V3) does not change the parameter count by more than a
+fraction of a percent and is ignored. All of these architectures use a gated FFN (three matrices), recorded as
+``mlp: swiglu`` whatever the gate's activation. ``seq_len`` is the pre-training context where the config says
+it (``rope_scaling.original_max_position_embeddings``), else ``max_position_embeddings``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from ..errors import UserError
+from ..specs import MLASpec, ModelSpec, MoESpec
+from . import read_yaml_or_json, validation_message
+
+_MODEL_TYPES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "mixtral": "MixtralForCausalLM",
+    "qwen2_moe": "Qwen2MoeForCausalLM",
+    "qwen3_moe": "Qwen3MoeForCausalLM",
+    "deepseek_v2": "DeepseekV2ForCausalLM",
+    "deepseek_v3": "DeepseekV3ForCausalLM",
+}
+
+
+def _whole_number(value: Any) -> int | None:
+    """``value`` as an int if it is a whole number (``4096`` or ``4096.0``), else None (bools, text, 1.5, NaN)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+class _Config:
+    """Typed access to one config.json, with one-line errors naming the file and the key."""
+
+    def __init__(self, data: dict, where: str, arch: str) -> None:
+        self.data, self.where, self.arch = data, where, arch
+
+    def _fail(self, msg: str) -> UserError:
+        return UserError(f"{self.where}: {msg} ({self.arch})")
+
+    def int(self, key: str, default: Any = ..., *, minimum: int = 1) -> Any:
+        """A whole-number value >= ``minimum``; ``default`` when the key is absent or null (``...``: required)."""
+        value = self.data.get(key)
+        if value is None:
+            if default is ...:
+                raise self._fail(f"missing key {key!r}; a Hugging Face config.json of this architecture has it")
+            return default
+        if _whole_number(value) is None:
+            raise self._fail(f"{key} must be a whole number, got {value!r}")
+        value = _whole_number(value)
+        if value < minimum:
+            what = "positive" if minimum == 1 else f">= {minimum}"
+            raise self._fail(f"{key} must be {what}, got {value!r}")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.data.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self._fail(f"{key} must be true or false, got {value!r}")
+        return value
+
+
+def _base(c: _Config) -> dict[str, Any]:
+    """Fields shared by every supported architecture."""
+    out: dict[str, Any] = dict(
+        n_layers=c.int("num_hidden_layers"),
+        d_model=c.int("hidden_size"),
+        n_heads=c.int("num_attention_heads"),
+        ffn_hidden=c.int("intermediate_size"),
+        vocab=c.int("vocab_size"),
+        mlp="swiglu",
+        tied_embeddings=c.bool("tie_word_embeddings", False),
+    )
+    rope = c.data.get("rope_scaling")
+    original = rope.get("original_max_position_embeddings") if isinstance(rope, dict) else None
+    if original is not None:
+        out["seq_len"] = _whole(c, "rope_scaling.original_max_position_embeddings", original)
+    else:
+        seq_len = c.int("max_position_embeddings", None)
+        if seq_len is not None:
+            out["seq_len"] = seq_len
+    return out
+
+
+def _whole(c: _Config, key: str, value: Any) -> int:
+    n = _whole_number(value)
+    if n is None or n < 1:
+        raise c._fail(f"{key} must be a positive whole number, got {value!r}")
+    return n
+
+
+def _attention(c: _Config, out: dict[str, Any]) -> None:
+    """Grouped-query attention: KV heads and an explicit head dimension where the config gives one."""
+    kv = c.int("num_key_value_heads", None)
+    if kv is not None and kv != out["n_heads"]:
+        out["n_kv_heads"] = kv
+    hd = c.int("head_dim", None)
+    if hd is not None and hd * out["n_heads"] != out["d_model"]:
+        out["head_dim"] = hd
+    elif hd is None and out["d_model"] % out["n_heads"]:
+        raise c._fail(f"hidden_size {out['d_model']} is not divisible by num_attention_heads "
+                      f"{out['n_heads']} and there is no head_dim")
+
+
+def _dense(c: _Config) -> dict[str, Any]:
+    out = _base(c)
+    _attention(c, out)
+    return out
+
+
+def _mixtral(c: _Config) -> dict[str, Any]:
+    out = _dense(c)
+    out["moe"] = dict(n_experts=c.int("num_local_experts"), top_k=c.int("num_experts_per_tok"),
+                      expert_ffn_hidden=out["ffn_hidden"])
+    return out
+
+
+def _sparse_step(c: _Config) -> dict[str, int]:
+    """Qwen MoE layers: layer i (0-based) is MoE when (i + 1) % decoder_sparse_step == 0, i.e. the
+    ``step``-th, ``2 step``-th, ... layers: ``step - 1`` leading dense layers, then every ``step``-th."""
+    if c.data.get("mlp_only_layers"):
+        raise c._fail("mlp_only_layers (dense layers at arbitrary positions) is not supported; "
+                      "remove it or describe the model as a ModelSpec YAML")
+    step = c.int("decoder_sparse_step", 1)
+    return dict(n_dense_layers=step - 1, moe_layer_freq=step)
+
+
+def _qwen_moe(c: _Config, shared: bool) -> dict[str, Any]:
+    out = _dense(c)
+    moe = dict(n_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+               expert_ffn_hidden=c.int("moe_intermediate_size"), **_sparse_step(c))
+    if shared:
+        width = c.int("shared_expert_intermediate_size", 0, minimum=0)
+        if width:
+            moe.update(n_shared_experts=1, shared_ffn_hidden=width)
+    out["moe"] = moe
+    return out
+
+
+def _deepseek(c: _Config) -> dict[str, Any]:
+    out = _base(c)
+    if c.data.get("q_lora_rank") is None:
+        raise c._fail("q_lora_rank is null (no query compression, e.g. DeepSeek-V2-Lite); megacluster's MLA "
+                      "model needs it: describe the model as a ModelSpec YAML instead")
+    out["mla"] = dict(q_lora_rank=c.int("q_lora_rank"), kv_lora_rank=c.int("kv_lora_rank"),
+                      qk_nope_head_dim=c.int("qk_nope_head_dim"), qk_rope_head_dim=c.int("qk_rope_head_dim"),
+                      v_head_dim=c.int("v_head_dim"))
+    n_routed = c.int("n_routed_experts", None)
+    if n_routed:
+        out["moe"] = dict(n_experts=n_routed, top_k=c.int("num_experts_per_tok"),
+                          expert_ffn_hidden=c.int("moe_intermediate_size"),
+                          n_shared_experts=c.int("n_shared_experts", 0, minimum=0),
+                          n_dense_layers=c.int("first_k_dense_replace", 0, minimum=0),
+                          moe_layer_freq=c.int("moe_layer_freq", 1))
+    return out
+
+
+_ARCHS: dict[str, Callable[[_Config], dict[str, Any]]] = {
+    "LlamaForCausalLM": _dense,
+    "MistralForCausalLM": _dense,
+    "Qwen2ForCausalLM": _dense,
+    "Qwen3ForCausalLM": _dense,
+    "MixtralForCausalLM": _mixtral,
+    "Qwen2MoeForCausalLM": lambda c: _qwen_moe(c, shared=True),
+    "Qwen3MoeForCausalLM": lambda c: _qwen_moe(c, shared=False),
+    "DeepseekV2ForCausalLM": _deepseek,
+    "DeepseekV3ForCausalLM": _deepseek,
+}
+
+SUPPORTED_ARCHITECTURES = tuple(_ARCHS)
+
+
+def _architecture(data: dict, where: str) -> str:
+    archs = data.get("architectures")
+    if archs is not None and not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
+        raise UserError(f"{where}: 'architectures' must be a list of names, got {archs!r}")
+    candidates = list(archs or [])
+    if isinstance(data.get("model_type"), str) and data["model_type"] in _MODEL_TYPES:
+        candidates.append(_MODEL_TYPES[data["model_type"]])
+    for a in candidates:
+        if a in _ARCHS:
+            return a
+    named = candidates[0] if candidates else repr(data.get("model_type"))
+    raise UserError(f"{where}: unsupported architecture {named}; supported: {', '.join(SUPPORTED_ARCHITECTURES)} "
+                    "(or write the model as a YAML of ModelSpec fields)")
+
+
+def model_from_hf_config(data: dict, name: str, where: str = "config.json") -> ModelSpec:
+    """A :class:`ModelSpec` from a parsed Hugging Face ``config.json`` mapping.
+
+    ``name`` is the model's display name, ``where`` the file named in error messages.
+    """
+    arch = _architecture(data, where)
+    c = _Config(data, where, arch)
+    fields = _ARCHS[arch](c)
+    fields.update(name=name, source=f"Hugging Face config.json ({arch}): {where}")
+    try:
+        return ModelSpec(**fields)
+    except ValidationError as err:
+        raise UserError(_message(err, where)) from None
+
+
+def _message(err: ValidationError, where: str) -> str:
+    """One line for a ModelSpec validation error (a whole-model check has no field location to name)."""
+    first = err.errors()[0]
+    if not first["loc"]:
+        return f"{where}: {first['msg'].removeprefix('Value error, ')}"
+    return validation_message(err, where)
+
+
+def _is_hf_config(data: dict) -> bool:
+    return "architectures" in data or "model_type" in data
+
+
+def model_from_file(path: str | Path) -> ModelSpec:
+    """A model from a file: a Hugging Face ``config.json`` (or a checkpoint folder holding one), or a YAML/JSON
+    mapping of :class:`ModelSpec` fields (``id``/``aliases`` allowed and ignored; ``name`` defaults to the
+    file name). Bad input raises :class:`UserError` with one line."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "config.json"
+    data = read_yaml_or_json(p)
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise UserError(f"{p}: expected a mapping of model fields (a Hugging Face config.json or ModelSpec "
+                        f"YAML), got {kind}")
+    default_name = p.parent.name if p.name == "config.json" and p.parent.name else p.stem
+    if _is_hf_config(data):
+        name = data.get("_name_or_path") if isinstance(data.get("_name_or_path"), str) else None
+        return model_from_hf_config(data, name or default_name, str(p))
+    fields = {k: v for k, v in data.items() if k not in ("id", "aliases")}
+    fields.setdefault("name", str(data.get("id") or default_name))
+    fields.setdefault("source", f"model file {p}")
+    try:
+        return ModelSpec(**fields)
+    except ValidationError as err:
+        raise UserError(_message(err, str(p))) from None
