@@ -1,0 +1,222 @@
+"""A Llama-architecture decoder built from a :class:`~megacluster.specs.ModelSpec`.
+
+RMSNorm, rotary position embeddings, grouped-query attention (PyTorch SDPA, causal), a gated (SwiGLU) or plain
+FFN, and optional mixture-of-experts layers with top-k routing and shared experts. Module names follow the
+torchtitan convention (``attention.wq``, ``feed_forward.w1`` ...) so that tensor-parallel plans address them.
+
+Shapes inside: ``B`` batch, ``T`` sequence length, ``D`` model width, ``H`` heads, ``K`` kv heads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from ..specs import ModelSpec
+from .model_spec import scale_model  # noqa: F401 (re-exported)
+
+#: activations of the plain (non-gated) FFN kinds
+_ACT = {"gelu": F.gelu, "relu": F.relu, "squared-relu": lambda x: F.relu(x).square(), "swiglu": F.silu}
+
+
+def check_supported(spec: ModelSpec) -> None:
+    """Raise :class:`UserError` for model features the runtime does not build."""
+    if spec.mla is not None:
+        raise UserError(f"model {spec.name} uses multi-head latent attention (MLA), which the runtime does not "
+                        "build; supported: multi-head and grouped-query attention")
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm (no bias)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return y.type_as(x) * self.weight
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+
+def rope_tables(head_dim: int, seq_len: int, theta: float = 500000.0) -> torch.Tensor:
+    """Rotary tables, shape (T, head_dim/2, 2): cos and sin of position x frequency."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    ang = torch.outer(torch.arange(seq_len, dtype=torch.float64), freqs)
+    return torch.stack([ang.cos(), ang.sin()], dim=-1).float()
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs of channels of ``x`` (B, T, H, hd) by the angles in ``rope`` (T, hd/2, 2)."""
+    B, T, H, hd = x.shape
+    xr = x.float().reshape(B, T, H, hd // 2, 2)
+    cos = rope[:T, None, :, 0]
+    sin = rope[:T, None, :, 1]
+    a, b = xr[..., 0], xr[..., 1]
+    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
+    return out.reshape(B, T, H, hd).type_as(x)
+
+
+class Attention(nn.Module):
+    """Grouped-query causal self-attention. Head counts are read from the (possibly tensor-parallel) weights."""
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        D, hd = spec.d_model, spec.hd
+        self.head_dim = hd
+        self.n_rep = spec.n_heads // spec.kv_heads
+        self.wq = nn.Linear(D, spec.n_heads * hd, bias=False)
+        self.wk = nn.Linear(D, spec.kv_heads * hd, bias=False)
+        self.wv = nn.Linear(D, spec.kv_heads * hd, bias=False)
+        self.wo = nn.Linear(spec.n_heads * hd, D, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, -1, self.head_dim)
+        k = self.wk(x).view(B, T, -1, self.head_dim)
+        v = self.wv(x).view(B, T, -1, self.head_dim)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)
+        if self.n_rep > 1:
+            k = k.repeat_interleave(self.n_rep, dim=2)
+            v = v.repeat_interleave(self.n_rep, dim=2)
+        y = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                           is_causal=True)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+
+
+class FeedForward(nn.Module):
+    """FFN: ``w2(act(w1 x) * w3 x)`` when gated (SwiGLU), else ``w2(act(w1 x))``."""
+
+    def __init__(self, dim: int, hidden: int, kind: str):
+        super().__init__()
+        self.act = _ACT[kind]
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False) if kind == "swiglu" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.w1(x))
+        if self.w3 is not None:
+            h = h * self.w3(x)
+        return self.w2(h)
+
+
+class MoE(nn.Module):
+    """Top-k routed experts (softmax router, weights renormalised over the chosen k) plus shared experts.
+
+    ``aux_loss`` after a forward holds the Switch-Transformer load-balancing loss of that call
+    (n_experts * sum_e fraction_routed_e * mean_prob_e; 1.0 when perfectly balanced).
+    """
+
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        m = spec.moe
+        self.top_k = m.top_k
+        self.router = nn.Linear(spec.d_model, m.n_experts, bias=False)
+        self.experts = nn.ModuleList(FeedForward(spec.d_model, m.expert_ffn_hidden, spec.mlp)
+                                     for _ in range(m.n_experts))
+        width = m.shared_ffn_hidden or m.expert_ffn_hidden
+        self.shared = nn.ModuleList(FeedForward(spec.d_model, width, spec.mlp) for _ in range(m.n_shared_experts))
+        self.aux_loss = torch.zeros(())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        probs = self.router(x).float().softmax(-1)
+        weights, chosen = probs.topk(self.top_k, dim=-1)
+        weights = (weights / weights.sum(-1, keepdim=True)).type_as(x)
+        out = torch.zeros_like(x)
+        n_exp = len(self.experts)
+        for e, expert in enumerate(self.experts):
+            tok, slot = (chosen == e).nonzero(as_tuple=True)
+            if tok.numel():
+                out.index_add_(0, tok, expert(x[tok]) * weights[tok, slot, None])
+        for s in self.shared:
+            out = out + s(x)
+        frac = F.one_hot(chosen, n_exp).float().sum(1).mean(0) / self.top_k
+        self.aux_loss = n_exp * (frac * probs.mean(0)).sum()
+        return out.reshape(shape)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(norm x), then + ffn(norm x)."""
+
+    def __init__(self, spec: ModelSpec, moe: bool):
+        super().__init__()
+        self.attention_norm = RMSNorm(spec.d_model)
+        self.attention = Attention(spec)
+        self.ffn_norm = RMSNorm(spec.d_model)
+        self.feed_forward = MoE(spec) if moe else FeedForward(spec.d_model, spec.ffn_hidden, spec.mlp)
+
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.attention_norm(x), rope)
+        return x + self.feed_forward(self.ffn_norm(x))
+
+
+def is_moe_layer(spec: ModelSpec, i: int) -> bool:
+    """Whether layer ``i`` has routed experts (after the dense layers, every ``moe_layer_freq``-th)."""
+    m = spec.moe
+    return bool(m) and i >= m.n_dense_layers and (i - m.n_dense_layers) % m.moe_layer_freq == 0
+
+
+class Transformer(nn.Module):
+    """Token embedding, ``n_layers`` blocks, final norm, output projection (tied to the embedding if the
+    spec says so). ``forward(tokens (B, T)) -> logits (B, T, vocab)``."""
+
+    def __init__(self, spec: ModelSpec, max_seq_len: int):
+        super().__init__()
+        check_supported(spec)
+        self.spec = spec
+        self.tok_embeddings = nn.Embedding(spec.vocab, spec.d_model)
+        self.layers = nn.ModuleDict({str(i): Block(spec, is_moe_layer(spec, i)) for i in range(spec.n_layers)})
+        self.norm = RMSNorm(spec.d_model)
+        self.output = nn.Linear(spec.d_model, spec.vocab, bias=False)
+        if spec.tied_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.register_buffer("rope", rope_tables(spec.hd, max_seq_len), persistent=False)
+
+    def init_weights(self, seed: int) -> None:
+        """Deterministic init from ``seed``: normal(0.02) for matrices, output projections of each block
+        scaled by 1/sqrt(2 * n_layers) (GPT-2), norms to one."""
+        g = torch.Generator().manual_seed(seed)
+        depth_std = 0.02 / math.sqrt(2 * self.spec.n_layers)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if p.dim() == 1:
+                    p.fill_(1.0)
+                    continue
+                std = depth_std if name.endswith(("wo.weight", "w2.weight")) else 0.02
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.tok_embeddings(tokens)
+        for layer in self.layers.values():
+            h = layer(h, self.rope)
+        return self.output(self.norm(h))
+
+    def aux_loss(self) -> torch.Tensor | float:
+        """Sum of the MoE load-balancing losses of the last forward (0 for a dense model)."""
+        total: torch.Tensor | float = 0.0
+        for layer in self.layers.values():
+            if isinstance(layer.feed_forward, MoE):
+                total = total + layer.feed_forward.aux_loss
+        return total
+
+
+def count_params(model: nn.Module) -> int:
+    """Parameters of a (not yet sharded) model, tied weights counted once, norm weights excluded."""
+    seen, n = set(), 0
+    for p in model.parameters():
+        if id(p) in seen or p.dim() == 1:
+            continue
+        seen.add(id(p))
+        n += p.numel()
+    return n

@@ -1,0 +1,234 @@
+"""Applying a layout with torch.distributed: process groups, tensor/sequence parallelism (DTensor),
+activation checkpointing, torch.compile and FSDP2, in the order that composes (TP -> AC -> compile -> FSDP).
+
+Supported: ``dp`` x ``tp`` on a 2-D device mesh, ``pp = cp = ep = 1``. ZeRO stages map onto FSDP2:
+``zero 3`` reshards weights after forward (FSDP), ``zero 0..2`` keeps them gathered between forward and
+backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..errors import UserError
+from ..specs import Layout, ModelSpec
+
+SUPPORTED = "supported: dp (FSDP2) x tp (DTensor, with or without sequence parallelism), pp=1, cp=1, ep=1"
+
+
+@dataclass
+class Dist:
+    """This process's place in the job."""
+
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+    mesh: object | None = None  # DeviceMesh with dims ("dp", "tp") when world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> Dist:
+    """Join the job that ``torchrun`` started (env RANK/WORLD_SIZE), or a one-process job without it.
+
+    ``device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``. Backend: NCCL on CUDA, gloo on CPU.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to PyTorch (use --device cpu)")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device("cuda", local) if device == "cuda" else torch.device("cpu")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
+                                device_id=dev if dev.type == "cuda" else None)
+    return Dist(rank=rank, world=world, local_rank=local, device=dev)
+
+
+def check_layout(layout: Layout, spec: ModelSpec, world: int) -> None:
+    """Refuse, with one line, a layout this runtime cannot run on ``world`` processes."""
+    if layout.pp > 1 or layout.vp > 1:
+        raise UserError(f"pipeline parallelism (pp={layout.pp}, vp={layout.vp}) is not implemented in the "
+                        f"runtime; {SUPPORTED}")
+    if layout.cp > 1:
+        raise UserError(f"context parallelism (cp={layout.cp}) is not implemented in the runtime; {SUPPORTED}")
+    if layout.ep > 1:
+        raise UserError(f"expert parallelism (ep={layout.ep}) is not implemented in the runtime (experts are "
+                        f"sharded by FSDP instead); {SUPPORTED}")
+    if layout.tp * layout.dp != world:
+        raise UserError(f"the layout needs tp*dp = {layout.tp}*{layout.dp} = {layout.tp * layout.dp} processes "
+                        f"but {world} were launched (torchrun --nproc_per_node {layout.tp * layout.dp} ...)")
+    if layout.tp > 1:
+        if spec.moe:
+            raise UserError(f"tensor parallelism with MoE layers is not implemented (tp={layout.tp}); "
+                            "run MoE models with dp only")
+        for what, n in (("n_heads", spec.n_heads), ("n_kv_heads", spec.kv_heads),
+                        ("ffn_hidden", spec.ffn_hidden)):
+            if n % layout.tp:
+                raise UserError(f"tp={layout.tp} does not divide the model's {what} ({n})")
+        if layout.sequence_parallel and layout.seq_len % layout.tp:
+            raise UserError(f"sequence parallelism needs seq_len ({layout.seq_len}) divisible by tp={layout.tp}")
+    if layout.global_batch % (layout.dp * layout.micro_batch):
+        raise UserError(f"global batch {layout.global_batch} is not a multiple of dp*micro_batch = "
+                        f"{layout.dp}*{layout.micro_batch}")
+
+
+def make_mesh(d: Dist, layout: Layout):
+    """The 2-D (dp, tp) device mesh of the job, or None for one process."""
+    if d.world == 1:
+        return None
+    from torch.distributed.device_mesh import init_device_mesh
+
+    d.mesh = init_device_mesh(d.device.type, (layout.dp, layout.tp), mesh_dim_names=("dp", "tp"))
+    return d.mesh
+
+
+def apply_tp(model: nn.Module, tp_mesh, sequence_parallel: bool) -> None:
+    """Megatron-style tensor parallelism: wq/wk/wv/w1/w3 column-wise, wo/w2 row-wise; with sequence
+    parallelism the norms and the residual stream are sharded along the sequence between the blocks."""
+    from torch.distributed.tensor import Replicate, Shard
+    from torch.distributed.tensor.parallel import (ColwiseParallel, PrepareModuleInput, RowwiseParallel,
+                                                   SequenceParallel, parallelize_module)
+
+    sp = sequence_parallel
+    seq = Shard(1) if sp else Replicate()
+    top = {"tok_embeddings": RowwiseParallel(input_layouts=Replicate(), output_layouts=seq),
+           "output": ColwiseParallel(input_layouts=seq, output_layouts=Replicate(), use_local_output=True)}
+    if sp:
+        top["norm"] = SequenceParallel()
+    if model.spec.tied_embeddings:
+        raise UserError("tensor parallelism with tied embeddings is not implemented; use tp=1 for this model")
+    parallelize_module(model, tp_mesh, top)
+    for block in model.layers.values():
+        plan = {
+            "attention": PrepareModuleInput(input_layouts=(seq, None), desired_input_layouts=(Replicate(), None)),
+            "attention.wq": ColwiseParallel(), "attention.wk": ColwiseParallel(),
+            "attention.wv": ColwiseParallel(),
+            "attention.wo": RowwiseParallel(output_layouts=seq),
+            "feed_forward": PrepareModuleInput(input_layouts=(seq,), desired_input_layouts=(Replicate(),)),
+            "feed_forward.w1": ColwiseParallel(), "feed_forward.w2": RowwiseParallel(output_layouts=seq),
+        }
+        if block.feed_forward.w3 is not None:
+            plan["feed_forward.w3"] = ColwiseParallel()
+        if sp:
+            plan["attention_norm"] = SequenceParallel()
+            plan["ffn_norm"] = SequenceParallel()
+        parallelize_module(block, tp_mesh, plan)
+
+
+def _selective_policy():
+    """Save the outputs of matrix multiplies and attention; recompute norms, activations and the rest."""
+    from torch.utils.checkpoint import CheckpointPolicy
+
+    aten = torch.ops.aten
+    save = {aten.mm.default, aten.addmm.default, aten.bmm.default,
+            aten._scaled_dot_product_efficient_attention.default,
+            aten._scaled_dot_product_flash_attention.default,
+            aten._scaled_dot_product_flash_attention_for_cpu.default}
+
+    def policy(ctx, op, *args, **kwargs):
+        return CheckpointPolicy.MUST_SAVE if op in save else CheckpointPolicy.PREFER_RECOMPUTE
+
+    return policy
+
+
+def apply_ac(model: nn.Module, mode: str) -> None:
+    """Activation checkpointing per block: ``full`` recomputes the whole block in backward; ``selective``
+    keeps matmul and attention outputs and recomputes the cheap element-wise ops (norms, SiLU, RoPE)."""
+    if mode == "none":
+        return
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    kwargs: dict = {"preserve_rng_state": False}
+    if mode == "selective":
+        from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+        kwargs["context_fn"] = partial(create_selective_checkpoint_contexts, _selective_policy())
+    elif mode != "full":
+        raise UserError(f"unknown recompute mode {mode!r} (none, selective or full)")
+    for name, block in list(model.layers.items()):
+        model.layers[name] = checkpoint_wrapper(block, **kwargs)
+
+
+def apply_compile(model: nn.Module) -> None:
+    """torch.compile each transformer block (the blocks repeat, so one graph is reused)."""
+    for name, block in list(model.layers.items()):
+        model.layers[name] = torch.compile(block)
+
+
+def precision_dtype(precision: str) -> torch.dtype:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def apply_fsdp(model: nn.Module, dp_mesh, precision: str, zero: int) -> None:
+    """FSDP2 ``fully_shard`` per block, then the root; parameters in ``precision`` for compute, gradients
+    reduced in fp32."""
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mp = MixedPrecisionPolicy(param_dtype=precision_dtype(precision), reduce_dtype=torch.float32)
+    reshard = zero >= 3
+    for block in model.layers.values():
+        fully_shard(block, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
+    fully_shard(model, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
+
+
+def parallelize(model: nn.Module, d: Dist, layout: Layout, precision: str, compile: bool) -> nn.Module:
+    """Apply TP, activation checkpointing, compile and FSDP to ``model`` (already on ``d.device``)."""
+    mesh = d.mesh
+    if mesh is not None and layout.tp > 1:
+        apply_tp(model, mesh["tp"], layout.sequence_parallel)
+    apply_ac(model, layout.recompute)
+    if compile:
+        apply_compile(model)
+    if mesh is not None and layout.dp > 1:
+        apply_fsdp(model, mesh["dp"], precision, layout.zero)
+    return model
+
+
+def uses_fsdp(d: Dist, layout: Layout) -> bool:
+    return d.mesh is not None and layout.dp > 1
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Clip gradients to a global L2 norm and return the norm before clipping.
+
+    Works for any mix of plain tensors and DTensors on different meshes (FSDP-only norm weights beside
+    FSDP x TP matrices): the norm is computed per (mesh, placements) group, made full, and combined.
+    """
+    from torch.distributed.tensor import DTensor
+
+    groups: dict = {}
+    for p in params:
+        if p.grad is None:
+            continue
+        g = p.grad
+        key = (id(g.device_mesh), tuple(g.placements)) if isinstance(g, DTensor) else ("local", g.device)
+        groups.setdefault(key, []).append(g)
+    sq = []
+    for grads in groups.values():
+        n = torch.nn.utils.get_total_norm(grads, 2.0)
+        if isinstance(n, DTensor):
+            n = n.full_tensor()
+        sq.append(n.float().pow(2))
+    if not sq:
+        return 0.0
+    total = torch.stack([s.to(sq[0].device) for s in sq]).sum().sqrt()
+    if max_norm > 0:
+        for grads in groups.values():
+            torch.nn.utils.clip_grads_with_norm_(grads, max_norm, total)
+    return float(total)

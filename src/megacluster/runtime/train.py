@@ -1,0 +1,284 @@
+"""The training loop: build, parallelize, (resume,) train, measure, checkpoint.
+
+One call of :func:`run` per process; under ``torchrun`` every rank runs it. Rank 0 prints and writes the JSONL
+metrics; all ranks take part in checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ..errors import UserError
+from . import metrics as M
+from .checkpoint import Checkpointer
+from .config import TrainConfig
+from .data import build_data
+from .model import Transformer, count_params
+from .parallel import check_layout, clip_grad_norm, init_distributed, make_mesh, parallelize, uses_fsdp
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of ``step`` (0-based): linear warm-up, then cosine decay to ``lr * min_lr_ratio``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    span = max(1, cfg.steps - cfg.warmup)
+    frac = min(1.0, (step - cfg.warmup) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
+    """megacluster's prediction of one step of this run: (StepEstimate or None, a line saying what it is)."""
+    if gpu_id is None:
+        return None, ("prediction skipped: this run is on CPU, which the planner does not model "
+                      "(pass --gpu ID to see the prediction for that GPU)")
+    if cfg.precision not in ("bf16", "fp16"):
+        return None, f"prediction skipped: the planner models bf16/fp16/fp8 training, this run is {cfg.precision}"
+    try:
+        from ..cluster import make_cluster
+        from ..estimate import estimate
+    except ImportError as e:
+        return None, f"prediction skipped: megacluster.estimate is not available ({e})"
+    from ..specs import StackSpec
+
+    stack = cfg.stack or StackSpec(framework="torchtitan", compile=cfg.compile)
+    layout = cfg.layout.model_copy(update={"precision": cfg.precision})
+    try:
+        est = estimate(cfg.model, make_cluster(gpu_id, n_gpus, cfg.fabric), layout, stack)
+    except UserError as e:
+        return None, f"prediction skipped: {e}"
+    return est, f"megacluster's prediction for {n_gpus} x {gpu_id}, stack {stack.framework}"
+
+
+class Reporter:
+    """Console output of rank 0: a header, a progress bar on terminals, a line every ``log_every`` steps."""
+
+    def __init__(self, cfg: TrainConfig, enabled: bool):
+        from rich.console import Console
+
+        self.enabled = enabled
+        self.cfg = cfg
+        self.console = Console(stderr=cfg.json, highlight=False, soft_wrap=True)
+        self.progress = None
+
+    def print(self, *args, **kw) -> None:
+        if self.enabled:
+            self.console.print(*args, **kw)
+
+    def start(self, first: int, total: int) -> None:
+        if not (self.enabled and self.console.is_terminal):
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                 TextColumn("{task.fields[info]}"), console=self.console, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=total, completed=first, info="")
+
+    def step(self, rec: dict) -> None:
+        if not self.enabled:
+            return
+        info = f"loss {rec['loss']:.4f}  {rec['tokens_per_s']:,.0f} tok/s"
+        if self.progress is not None:
+            self.progress.update(self.task, advance=1, info=info)
+        if rec["step"] % self.cfg.log_every == 0 or rec["step"] == self.cfg.steps:
+            mfu = f"  MFU {rec['mfu']:.1%}" if rec["mfu"] == rec["mfu"] else ""
+            self.print(f"step {rec['step']:>6}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
+                       f"gnorm {rec['grad_norm']:.3f}  {rec['tokens_per_s']:,.0f} tok/s  "
+                       f"{rec['tflops_per_device']:.3g} TFLOP/s/dev{mfu}")
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, note: str, est) -> None:
+    L = cfg.layout
+    s = cfg.model
+    moe = f", MoE {s.moe.n_experts}x top-{s.moe.top_k}" if s.moe else ""
+    rep.print(f"[bold]model[/] {s.name}: {n_params / 1e6:,.2f}M parameters, {s.n_layers} layers, d_model "
+              f"{s.d_model}, {s.n_heads} heads ({s.kv_heads} kv), ffn {s.ffn_hidden}, vocab {s.vocab}{moe}")
+    rep.print(f"[bold]layout[/] dp {L.dp} x tp {L.tp}{' (sequence parallel)' if L.tp > 1 and L.sequence_parallel else ''}"
+              f", micro-batch {L.micro_batch}, global batch {L.global_batch} x {L.seq_len} tokens, recompute "
+              f"{L.recompute}, zero {L.zero}, {cfg.precision}{', compiled' if cfg.compile else ''}; "
+              f"{d.world} process(es) on {d.device.type}")
+    rep.print(f"[bold]peak[/] {peak.flops / 1e12:.4g} TFLOP/s per device ({peak.source})")
+    rep.print(note if est is None else f"[bold]{note}[/]")
+    if est is not None:
+        rep.print(f"  step {est.step_time_s:.4g} s, {est.tokens_per_s_per_gpu:,.0f} tokens/s/GPU, "
+                  f"{est.tflops_per_gpu:.4g} TFLOP/s/GPU, MFU {est.mfu:.1%}, memory {est.memory_gib_per_gpu:.3g} "
+                  f"GiB/GPU{'' if est.fits else ' (does NOT fit)'}")
+
+
+def _comparison(rep: Reporter, summary: dict, est) -> None:
+    from rich.table import Table
+
+    t = Table(title="measured vs predicted (median of steady steps)")
+    for c in ("", "measured", "predicted", "measured / predicted"):
+        t.add_column(c, justify="right" if c else "left")
+    rows = [("tokens/s per device", "tokens_per_s_per_device", "tokens_per_s_per_gpu", "{:,.0f}"),
+            ("TFLOP/s per device", "tflops_per_device", "tflops_per_gpu", "{:.4g}"),
+            ("MFU", "mfu", "mfu", "{:.1%}"), ("step time, s", "step_time_s", "step_time_s", "{:.4g}"),
+            ("memory, GiB", "memory_gib", "memory_gib_per_gpu", "{:.3g}")]
+    for label, mk, pk, fmt in rows:
+        m = summary.get(mk)
+        p = getattr(est, pk) if est is not None else None
+        ok = lambda v: v is not None and v == v  # noqa: E731 (not NaN)
+        ratio = f"{m / p:.2f}" if ok(m) and ok(p) and p else "-"
+        t.add_row(label, fmt.format(m) if ok(m) else "-", fmt.format(p) if ok(p) else "-", ratio)
+    rep.print(t)
+
+
+def run(cfg: TrainConfig) -> dict:
+    """Train as ``cfg`` says; returns the summary (on every rank; printed by rank 0)."""
+    d = init_distributed(cfg.device)
+    try:
+        return _run(cfg, d)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(cfg: TrainConfig, d) -> dict:
+    L = cfg.layout
+    check_layout(L, cfg.model, d.world)
+    if cfg.precision != "fp32" and d.device.type == "cpu" and cfg.precision == "fp16":
+        raise UserError("fp16 training on CPU is not supported; use --precision bf16 or fp32")
+    torch.manual_seed(cfg.seed)
+    rep = Reporter(cfg, d.is_main)
+    log = rep.print if d.is_main else (lambda *a, **k: None)
+
+    tok, loader = build_data(cfg.data, cfg.tokenizer, L.seq_len, cfg.seed, cfg.text_key)
+    if tok.vocab > cfg.model.vocab:
+        raise UserError(f"the {tok.name} tokenizer has {tok.vocab} tokens but the model's vocabulary is "
+                        f"{cfg.model.vocab}; pass --vocab {tok.vocab} (or more)")
+
+    model = Transformer(cfg.model, L.seq_len)
+    model.init_weights(cfg.seed)
+    n_params = count_params(model)
+    model.to(d.device)
+    make_mesh(d, L)
+    fsdp = uses_fsdp(d, L)
+    parallelize(model, d, L, cfg.precision, cfg.compile)
+    dp_rank = d.mesh["dp"].get_local_rank() if d.mesh is not None else 0
+
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True)
+
+    ckpt = Checkpointer(cfg.checkpoint_dir, d, cfg.keep) if cfg.checkpoint_dir else None
+    start = 0
+    if cfg.resume:
+        if ckpt is None and cfg.resume == "auto":
+            raise UserError("--resume auto needs --checkpoint-dir (where to look for checkpoints)")
+        ckpt = ckpt or Checkpointer(cfg.checkpoint_dir or ".", d, cfg.keep)
+        found = ckpt.find(cfg.resume, log=lambda m: log(f"[yellow]{m}[/]"))
+        if found is not None:
+            path, manifest = found
+            st = manifest["state"]
+            if st.get("model") != cfg.model.model_dump():
+                raise UserError(f"checkpoint {path} holds a different model shape; resume with the same model "
+                                "flags (or start a new --checkpoint-dir)")
+            ckpt.load(path, model, opt)
+            loader.load_state_dict(st["data"])
+            start = int(st["step"])
+            log(f"resumed from {path} at step {start}")
+
+    gpu_id = cfg.gpu
+    if gpu_id is None and d.device.type == "cuda":
+        gpu_id = M.gpu_id_from_name(torch.cuda.get_device_name(d.device))
+    peak = M.device_peak(d.device, cfg.precision, cfg.gpu)
+    est, note = predict(cfg, gpu_id, cfg.gpus or d.world)
+    fpt = M.flops_per_token(cfg.model, L.seq_len)
+    out = M.MetricsLog(cfg.metrics, d.is_main)
+    out.write({"event": "start", "time": time.time(), "resumed_at": start, "world": d.world,
+               "device": str(d.device), "params": n_params, "flops_per_token": fpt,
+               "peak_flops": peak.flops, "peak_source": peak.source, "prediction_note": note,
+               "prediction": est.model_dump(mode="json") if est is not None else None,
+               "config": cfg.describe()})
+    _header(rep, cfg, d, n_params, peak, note, est)
+
+    per_rank = L.global_batch // L.dp
+    n_micro = per_rank // L.micro_batch
+    tokens_per_step = L.global_batch * L.seq_len
+    amp = (torch.autocast(d.device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+           if cfg.precision != "fp32" and not fsdp else contextlib.nullcontext())
+    records: list[dict] = []
+    rep.start(start, cfg.steps)
+    try:
+        for step in range(start, cfg.steps):
+            t0 = time.perf_counter()
+            lr = lr_at(cfg, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = loader.take(L.global_batch, dp_rank * per_rank, per_rank)
+            loss_sum = torch.zeros((), device=d.device)
+            for i in range(n_micro):
+                if fsdp:
+                    model.set_requires_gradient_sync(i == n_micro - 1)
+                sl = slice(i * L.micro_batch, (i + 1) * L.micro_batch)
+                xb = torch.from_numpy(x[sl]).to(d.device, non_blocking=True)
+                yb = torch.from_numpy(y[sl]).to(d.device, non_blocking=True)
+                with amp:
+                    logits = model(xb)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten())
+                total = loss + cfg.moe_aux * model.aux_loss() if cfg.model.moe else loss
+                (total / n_micro).backward()
+                loss_sum += loss.detach()
+            gnorm = clip_grad_norm(model.parameters(), cfg.clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            loss_avg = loss_sum / n_micro
+            if d.world > 1:
+                dist.all_reduce(loss_avg)  # tp replicas hold equal losses: the sum / world is the dp mean
+                loss_avg /= d.world
+            loss_v = float(loss_avg)  # synchronises the device
+            if not math.isfinite(loss_v):
+                raise UserError(f"loss became {loss_v} at step {step + 1}; lower --lr or raise --warmup")
+            dt = time.perf_counter() - t0
+            tps = tokens_per_step / dt
+            tfl = fpt * tps / d.world / 1e12
+            rec = {"step": step + 1, "loss": loss_v, "lr": lr, "grad_norm": gnorm, "step_time_s": dt,
+                   "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tps,
+                   "tokens_per_s_per_device": tps / d.world, "tflops_per_device": tfl,
+                   "mfu": tfl * 1e12 / peak.flops if peak.flops == peak.flops else float("nan"),
+                   "memory_gib": M.memory_gib(d.device), "epoch": loader.epoch}
+            records.append(rec)
+            out.write(rec)
+            rep.step(rec)
+            if ckpt and cfg.checkpoint_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                    and step + 1 < cfg.steps:
+                _save(ckpt, step + 1, model, opt, loader, cfg)
+        if ckpt and cfg.checkpoint_dir and start < cfg.steps:
+            _save(ckpt, cfg.steps, model, opt, loader, cfg)
+    finally:
+        rep.stop()
+    summary = M.summarize(records, cfg.warmup_steps_excluded)
+    summary.update(peak_flops=peak.flops, peak_source=peak.source, flops_per_token=fpt, params=n_params,
+                   resumed_at=start, world=d.world)
+    out.write({"event": "end", "time": time.time(), **summary})
+    out.close()
+    if records:
+        _comparison(rep, summary, est)
+    result = {"measured": summary, "prediction": est.model_dump(mode="json") if est is not None else None,
+              "prediction_note": note, "config": cfg.describe()}
+    if cfg.json and d.is_main:
+        import json
+
+        sys.stdout.write(json.dumps(result) + "\n")
+    return result
+
+
+def _save(ckpt: Checkpointer, step: int, model, opt, loader, cfg: TrainConfig) -> None:
+    state = {"step": step, "data": loader.state_dict(), "model": cfg.model.model_dump(),
+             "layout": cfg.layout.model_dump(),
+             "schedule": {"lr": cfg.lr, "warmup": cfg.warmup, "steps": cfg.steps, "min_lr_ratio": cfg.min_lr_ratio}}
+    ckpt.save(step, model, opt, state)
