@@ -103,7 +103,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     heads_local = m.n_heads / tp
     if flash:
         attn_fwd_flops = T * attention_core_flops(m, s, causal=True) / tp
-        t_core_f = compute.attention_time(g, attn_fwd_flops)
+        t_core_f = compute.attention_time(g, attn_fwd_flops) / c.get("attention_kernel_efficiency", 1.0)
         t_core_b = 2.5 * t_core_f
     else:   # batched GEMMs over the full s x s scores, then fused scale-mask-softmax (+ dropout)
         hd_qk = qd / m.n_heads
