@@ -1,0 +1,62 @@
+"""Compute-optimal sizing (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models"):
+about 20 training tokens per parameter, and training compute C = (FLOPs per token) x D with the usual
+approximation FLOPs per token = 6 N. Here the FLOPs per token are the step model's (6 N plus attention), so
+the model fits the budget exactly.
+
+Shapes of models that have none published follow the Llama 3 405B family (Llama 3 paper, arXiv 2407.21783,
+Table 3: d_model 16384, 126 layers, FFN 53248 = 3.25 x d_model, 128 query heads of 128, 8 key/value heads,
+vocabulary 128,256, SwiGLU, 8,192 context): the width-to-depth ratio and head sizes are kept, the width
+scales with the parameter count.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import UserError
+from ..specs import ModelSpec
+
+TOKENS_PER_PARAM = 20.0
+LLAMA3_SHAPE_SOURCE = ("Llama 3 405B family shape (arXiv 2407.21783 Table 3): d_model/n_layers = 16384/126, "
+                       "FFN 3.25 x d_model, head dim 128, 8 KV heads, vocab 128256, SwiGLU, context 8192")
+
+
+def dense_llama3_family(n_params: float, name: str = "") -> ModelSpec:
+    """A dense Llama-3-shaped model with about ``n_params`` parameters (width a multiple of 1,024)."""
+    if n_params < 1e8:
+        raise UserError(f"cannot shape a model of {n_params:.3g} parameters (at least 1e8)")
+
+    def build(d: int) -> ModelSpec:
+        layers = max(1, round(d * 126 / 16384))
+        ffn = int(round(3.25 * d / 256) * 256)
+        return ModelSpec(name=name or f"dense-{n_params / 1e9:.0f}b", n_layers=layers, d_model=d,
+                         n_heads=d // 128, n_kv_heads=8, head_dim=128, ffn_hidden=ffn, vocab=128256,
+                         mlp="swiglu", seq_len=8192, source=LLAMA3_SHAPE_SOURCE)
+
+    best = None
+    for d in range(1024, 1024 * 256, 1024):
+        m = build(d)
+        err = abs(math.log(m.params_total / n_params))
+        if best is None or err < best[0]:
+            best = (err, m)
+        if m.params_total > n_params * 1.5:
+            break
+    return best[1]
+
+
+def flops_per_token(model: ModelSpec) -> float:
+    """Training FLOPs per token of ``model`` at its context length (the step model's count)."""
+    from ..physics.flops import model_flops_per_token
+
+    return float(model_flops_per_token(model, model.seq_len))
+
+
+def optimal_for_compute(training_flops: float, tokens_per_param: float = TOKENS_PER_PARAM,
+                        name: str = "") -> tuple[ModelSpec, float]:
+    """The compute-optimal dense model and token count for a compute budget. Returns (model, tokens)."""
+    k = 6.0
+    model = dense_llama3_family(math.sqrt(training_flops / (tokens_per_param * k)), name)
+    for _ in range(3):
+        k = flops_per_token(model) / model.params_total
+        model = dense_llama3_family(math.sqrt(training_flops / (tokens_per_param * k)), name)
+    return model, training_flops / flops_per_token(model)
