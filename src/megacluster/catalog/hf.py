@@ -63,7 +63,7 @@ class _Config:
         value = self.data.get(key)
         if value is None:
             if default is ...:
-                raise self._fail(f"missing key {key!r}; a Hugging Face config.json of this architecture has it")
+                raise self._fail(f"missing key {key!r}, needed for this architecture")
             return default
         if _whole_number(value) is None:
             raise self._fail(f"{key} must be a whole number, got {value!r}")
@@ -114,6 +114,8 @@ def _whole(c: _Config, key: str, value: Any) -> int:
 def _attention(c: _Config, out: dict[str, Any]) -> None:
     """Grouped-query attention: KV heads and an explicit head dimension where the config gives one."""
     kv = c.int("num_key_value_heads", None)
+    if kv is not None and out["n_heads"] % kv:
+        raise c._fail(f"num_attention_heads {out['n_heads']} is not divisible by num_key_value_heads {kv}")
     if kv is not None and kv != out["n_heads"]:
         out["n_kv_heads"] = kv
     hd = c.int("head_dim", None)
@@ -130,9 +132,17 @@ def _dense(c: _Config) -> dict[str, Any]:
     return out
 
 
+def _top_k(c: _Config, experts_key: str) -> int:
+    """Routed experts per token, checked against the number of experts."""
+    k, n = c.int("num_experts_per_tok"), c.int(experts_key)
+    if k > n:
+        raise c._fail(f"num_experts_per_tok {k} is larger than {experts_key} {n}")
+    return k
+
+
 def _mixtral(c: _Config) -> dict[str, Any]:
     out = _dense(c)
-    out["moe"] = dict(n_experts=c.int("num_local_experts"), top_k=c.int("num_experts_per_tok"),
+    out["moe"] = dict(n_experts=c.int("num_local_experts"), top_k=_top_k(c, "num_local_experts"),
                       expert_ffn_hidden=out["ffn_hidden"])
     return out
 
@@ -149,7 +159,7 @@ def _sparse_step(c: _Config) -> dict[str, int]:
 
 def _qwen_moe(c: _Config, shared: bool) -> dict[str, Any]:
     out = _dense(c)
-    moe = dict(n_experts=c.int("num_experts"), top_k=c.int("num_experts_per_tok"),
+    moe = dict(n_experts=c.int("num_experts"), top_k=_top_k(c, "num_experts"),
                expert_ffn_hidden=c.int("moe_intermediate_size"), **_sparse_step(c))
     if shared:
         width = c.int("shared_expert_intermediate_size", 0, minimum=0)
@@ -162,14 +172,14 @@ def _qwen_moe(c: _Config, shared: bool) -> dict[str, Any]:
 def _deepseek(c: _Config) -> dict[str, Any]:
     out = _base(c)
     if c.data.get("q_lora_rank") is None:
-        raise c._fail("q_lora_rank is null (no query compression, e.g. DeepSeek-V2-Lite); megacluster's MLA "
-                      "model needs it: describe the model as a ModelSpec YAML instead")
+        raise c._fail("q_lora_rank is null (no query compression, as in DeepSeek-V2-Lite); megacluster models "
+                      "multi-head latent attention with query compression only")
     out["mla"] = dict(q_lora_rank=c.int("q_lora_rank"), kv_lora_rank=c.int("kv_lora_rank"),
                       qk_nope_head_dim=c.int("qk_nope_head_dim"), qk_rope_head_dim=c.int("qk_rope_head_dim"),
                       v_head_dim=c.int("v_head_dim"))
     n_routed = c.int("n_routed_experts", None)
     if n_routed:
-        out["moe"] = dict(n_experts=n_routed, top_k=c.int("num_experts_per_tok"),
+        out["moe"] = dict(n_experts=n_routed, top_k=_top_k(c, "n_routed_experts"),
                           expert_ffn_hidden=c.int("moe_intermediate_size"),
                           n_shared_experts=c.int("n_shared_experts", 0, minimum=0),
                           n_dense_layers=c.int("first_k_dense_replace", 0, minimum=0),
@@ -197,12 +207,16 @@ def _architecture(data: dict, where: str) -> str:
     if archs is not None and not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
         raise UserError(f"{where}: 'architectures' must be a list of names, got {archs!r}")
     candidates = list(archs or [])
-    if isinstance(data.get("model_type"), str) and data["model_type"] in _MODEL_TYPES:
-        candidates.append(_MODEL_TYPES[data["model_type"]])
+    model_type = data.get("model_type")
+    if isinstance(model_type, str):
+        candidates.append(_MODEL_TYPES.get(model_type, f"model_type {model_type!r}"))
     for a in candidates:
         if a in _ARCHS:
             return a
-    named = candidates[0] if candidates else repr(data.get("model_type"))
+    if not candidates:
+        raise UserError(f"{where}: no 'architectures' or 'model_type' key, so the architecture is unknown; add "
+                        f"one of: {', '.join(SUPPORTED_ARCHITECTURES)}")
+    named = candidates[0]
     raise UserError(f"{where}: unsupported architecture {named}; supported: {', '.join(SUPPORTED_ARCHITECTURES)} "
                     "(or write the model as a YAML of ModelSpec fields)")
 
@@ -230,8 +244,12 @@ def _message(err: ValidationError, where: str) -> str:
     return validation_message(err, where)
 
 
-def _is_hf_config(data: dict) -> bool:
-    return "architectures" in data or "model_type" in data
+_HF_KEYS = ("architectures", "model_type", "hidden_size", "num_hidden_layers", "num_attention_heads")
+
+
+def _is_hf_config(data: dict, p: Path) -> bool:
+    """A Hugging Face config (as opposed to ModelSpec fields): named config.json or using HF key names."""
+    return p.name == "config.json" or any(k in data for k in _HF_KEYS)
 
 
 def model_from_file(path: str | Path) -> ModelSpec:
@@ -247,7 +265,7 @@ def model_from_file(path: str | Path) -> ModelSpec:
         raise UserError(f"{p}: expected a mapping of model fields (a Hugging Face config.json or ModelSpec "
                         f"YAML), got {kind}")
     default_name = p.parent.name if p.name == "config.json" and p.parent.name else p.stem
-    if _is_hf_config(data):
+    if _is_hf_config(data, p):
         name = data.get("_name_or_path") if isinstance(data.get("_name_or_path"), str) else None
         return model_from_hf_config(data, name or default_name, str(p))
     fields = {k: v for k, v in data.items() if k not in ("id", "aliases")}
