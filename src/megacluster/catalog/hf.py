@@ -22,7 +22,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from ..errors import UserError
-from ..specs import MLASpec, ModelSpec, MoESpec
+from ..specs import ModelSpec
 from . import read_yaml_or_json, validation_message
 
 _MODEL_TYPES = {
@@ -58,7 +58,7 @@ class _Config:
     def _fail(self, msg: str) -> UserError:
         return UserError(f"{self.where}: {msg} ({self.arch})")
 
-    def int(self, key: str, default: Any = ..., *, minimum: int = 1) -> Any:
+    def whole(self, key: str, default: Any = ..., *, minimum: int = 1) -> Any:
         """A whole-number value >= ``minimum``; ``default`` when the key is absent or null (``...``: required)."""
         value = self.data.get(key)
         if value is None:
@@ -73,7 +73,7 @@ class _Config:
             raise self._fail(f"{key} must be {what}, got {value!r}")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         value = self.data.get(key)
         if value is None:
             return default
@@ -85,20 +85,20 @@ class _Config:
 def _base(c: _Config) -> dict[str, Any]:
     """Fields shared by every supported architecture."""
     out: dict[str, Any] = dict(
-        n_layers=c.int("num_hidden_layers"),
-        d_model=c.int("hidden_size"),
-        n_heads=c.int("num_attention_heads"),
-        ffn_hidden=c.int("intermediate_size"),
-        vocab=c.int("vocab_size"),
+        n_layers=c.whole("num_hidden_layers"),
+        d_model=c.whole("hidden_size"),
+        n_heads=c.whole("num_attention_heads"),
+        ffn_hidden=c.whole("intermediate_size"),
+        vocab=c.whole("vocab_size"),
         mlp="swiglu",
-        tied_embeddings=c.bool("tie_word_embeddings", False),
+        tied_embeddings=c.flag("tie_word_embeddings", False),
     )
     rope = c.data.get("rope_scaling")
     original = rope.get("original_max_position_embeddings") if isinstance(rope, dict) else None
     if original is not None:
         out["seq_len"] = _whole(c, "rope_scaling.original_max_position_embeddings", original)
     else:
-        seq_len = c.int("max_position_embeddings", None)
+        seq_len = c.whole("max_position_embeddings", None)
         if seq_len is not None:
             out["seq_len"] = seq_len
     return out
@@ -113,12 +113,12 @@ def _whole(c: _Config, key: str, value: Any) -> int:
 
 def _attention(c: _Config, out: dict[str, Any]) -> None:
     """Grouped-query attention: KV heads and an explicit head dimension where the config gives one."""
-    kv = c.int("num_key_value_heads", None)
+    kv = c.whole("num_key_value_heads", None)
     if kv is not None and out["n_heads"] % kv:
         raise c._fail(f"num_attention_heads {out['n_heads']} is not divisible by num_key_value_heads {kv}")
     if kv is not None and kv != out["n_heads"]:
         out["n_kv_heads"] = kv
-    hd = c.int("head_dim", None)
+    hd = c.whole("head_dim", None)
     if hd is not None and hd * out["n_heads"] != out["d_model"]:
         out["head_dim"] = hd
     elif hd is None and out["d_model"] % out["n_heads"]:
@@ -134,7 +134,7 @@ def _dense(c: _Config) -> dict[str, Any]:
 
 def _top_k(c: _Config, experts_key: str) -> int:
     """Routed experts per token, checked against the number of experts."""
-    k, n = c.int("num_experts_per_tok"), c.int(experts_key)
+    k, n = c.whole("num_experts_per_tok"), c.whole(experts_key)
     if k > n:
         raise c._fail(f"num_experts_per_tok {k} is larger than {experts_key} {n}")
     return k
@@ -142,7 +142,7 @@ def _top_k(c: _Config, experts_key: str) -> int:
 
 def _mixtral(c: _Config) -> dict[str, Any]:
     out = _dense(c)
-    out["moe"] = dict(n_experts=c.int("num_local_experts"), top_k=_top_k(c, "num_local_experts"),
+    out["moe"] = dict(n_experts=c.whole("num_local_experts"), top_k=_top_k(c, "num_local_experts"),
                       expert_ffn_hidden=out["ffn_hidden"])
     return out
 
@@ -153,16 +153,16 @@ def _sparse_step(c: _Config) -> dict[str, int]:
     if c.data.get("mlp_only_layers"):
         raise c._fail("mlp_only_layers (dense layers at arbitrary positions) is not supported; "
                       "remove it or describe the model as a ModelSpec YAML")
-    step = c.int("decoder_sparse_step", 1)
+    step = c.whole("decoder_sparse_step", 1)
     return dict(n_dense_layers=step - 1, moe_layer_freq=step)
 
 
 def _qwen_moe(c: _Config, shared: bool) -> dict[str, Any]:
     out = _dense(c)
-    moe = dict(n_experts=c.int("num_experts"), top_k=_top_k(c, "num_experts"),
-               expert_ffn_hidden=c.int("moe_intermediate_size"), **_sparse_step(c))
+    moe = dict(n_experts=c.whole("num_experts"), top_k=_top_k(c, "num_experts"),
+               expert_ffn_hidden=c.whole("moe_intermediate_size"), **_sparse_step(c))
     if shared:
-        width = c.int("shared_expert_intermediate_size", 0, minimum=0)
+        width = c.whole("shared_expert_intermediate_size", 0, minimum=0)
         if width:
             moe.update(n_shared_experts=1, shared_ffn_hidden=width)
     out["moe"] = moe
@@ -174,16 +174,16 @@ def _deepseek(c: _Config) -> dict[str, Any]:
     if c.data.get("q_lora_rank") is None:
         raise c._fail("q_lora_rank is null (no query compression, as in DeepSeek-V2-Lite); megacluster models "
                       "multi-head latent attention with query compression only")
-    out["mla"] = dict(q_lora_rank=c.int("q_lora_rank"), kv_lora_rank=c.int("kv_lora_rank"),
-                      qk_nope_head_dim=c.int("qk_nope_head_dim"), qk_rope_head_dim=c.int("qk_rope_head_dim"),
-                      v_head_dim=c.int("v_head_dim"))
-    n_routed = c.int("n_routed_experts", None)
+    out["mla"] = dict(q_lora_rank=c.whole("q_lora_rank"), kv_lora_rank=c.whole("kv_lora_rank"),
+                      qk_nope_head_dim=c.whole("qk_nope_head_dim"), qk_rope_head_dim=c.whole("qk_rope_head_dim"),
+                      v_head_dim=c.whole("v_head_dim"))
+    n_routed = c.whole("n_routed_experts", None)
     if n_routed:
         out["moe"] = dict(n_experts=n_routed, top_k=_top_k(c, "n_routed_experts"),
-                          expert_ffn_hidden=c.int("moe_intermediate_size"),
-                          n_shared_experts=c.int("n_shared_experts", 0, minimum=0),
-                          n_dense_layers=c.int("first_k_dense_replace", 0, minimum=0),
-                          moe_layer_freq=c.int("moe_layer_freq", 1))
+                          expert_ffn_hidden=c.whole("moe_intermediate_size"),
+                          n_shared_experts=c.whole("n_shared_experts", 0, minimum=0),
+                          n_dense_layers=c.whole("first_k_dense_replace", 0, minimum=0),
+                          moe_layer_freq=c.whole("moe_layer_freq", 1))
     return out
 
 
