@@ -47,6 +47,7 @@ class CampaignResult(BaseModel):
     mfu: float = Field(description="model FLOPs utilisation used for the campaign (fraction of dense peak)")
     mfu_step_model: float = Field(description="MFU predicted by the step model")
     mfu_pinned: bool = False
+    mfu_effective: float = Field(description="training FLOPs / (GPUs x dense peak x wall clock): MFU x goodput")
     # power and energy
     mean_gpu_power_w: float
     peak_gpu_power_w: float
@@ -145,6 +146,7 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
 
     # ---- failures
     interruptions = None
+    idle_h = 0.0  # hours the cluster waits (restarts, checkpoint stalls): counted at idle power
     if "goodput" in a:
         goodput = value(a, "goodput")
     elif reliability:
@@ -155,6 +157,8 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
         else:
             goodput = float(rel.goodput_mean)
             interruptions = float(rel.interruptions_mean)
+            idle_h = float(getattr(rel, "restart_hours_mean", 0.0) or 0.0) + \
+                float(getattr(rel, "checkpoint_stall_hours_mean", 0.0) or 0.0)
             prof = reliability_profile or "default"
             a["goodput"] = Assumption(
                 value=goodput, unit="fraction of wall clock",
@@ -167,15 +171,17 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
     wall_h = wall_days * 24.0
     gpu_hours = n_gpus * wall_h
 
-    # ---- power and energy: training phases over productive time; time lost to failures is counted at
-    # training power (recomputed work, restarts that reload state; an upper bound)
+    # ---- power and energy: the step's phases over the training time (recomputed work lost to failures
+    # included); restarts and checkpoint stalls at idle power
     fr = {p: value(a, f"gpu_power_fraction_{p}") for p in ("compute", "communication", "optimizer", "bubble",
                                                             "idle")}
     tdp = value(a, "gpu_tdp_w")
     pp = energy.power_profile(n_gpus, tdp, phases, fr, value(a, "server_overhead_w_per_gpu"),
                               value(a, "network_storage_power_fraction"))
     pue = value(a, "pue")
-    it_mwh = energy.it_energy_mwh(pp.it_training_mw, wall_h)
+    idle_h = min(idle_h, wall_h - ff_days * 24.0)
+    it_mwh = energy.it_energy_mwh(pp.it_training_mw, wall_h - idle_h, pp.it_idle_mw, idle_h)
+    avg_it_mw = it_mwh / wall_h
     fac_mwh = energy.facility_energy_mwh(it_mwh, pue)
 
     # ---- water
@@ -214,10 +220,10 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
         gpu_hours=gpu_hours, step_time_s=step_time, tokens_per_s=tokens_per_s,
         training_flops=training_flops, model_flops_per_token=flops_per_token,
         params_total=float(model.params_total) if model else None,
-        mfu=mfu, mfu_step_model=mfu_model, mfu_pinned=pinned,
+        mfu=mfu, mfu_step_model=mfu_model, mfu_pinned=pinned, mfu_effective=mfu * goodput,
         mean_gpu_power_w=pp.mean_gpu_power_training_w, peak_gpu_power_w=pp.peak_gpu_power_w,
-        avg_it_mw=pp.it_training_mw, peak_it_mw=pp.peak_it_mw,
-        avg_facility_mw=pp.it_training_mw * pue, peak_facility_mw=pp.peak_it_mw * pue,
+        avg_it_mw=avg_it_mw, peak_it_mw=pp.peak_it_mw,
+        avg_facility_mw=avg_it_mw * pue, peak_facility_mw=pp.peak_it_mw * pue,
         energy_it_mwh=it_mwh, energy_mwh=fac_mwh,
         water_onsite_liters=onsite_l,
         water_onsite_gallons_per_day=facility.liters_to_gallons(onsite_l) / wall_days,
@@ -262,6 +268,8 @@ def run_campaign(model: Union[str, ModelSpec], tokens: float, cluster: ClusterSp
     (``overrides``, ``embodied``, ``cost_basis``, ``reliability``, ``reliability_profile``, ...).
     """
     spec = catalog.model(model) if isinstance(model, str) else model
+    load_site(site)                          # bad site or override: fail before the search
+    apply_overrides({}, kwargs.get("overrides") or {}, "check")
     step, source = resolve_step(spec, cluster, layout, stack, global_batch, seq_len, pins)
     kwargs.setdefault("plan_source", source)
     return campaign_from_step(step, tokens=tokens, gpu=cluster.gpu, n_gpus=cluster.n_gpus,

@@ -40,6 +40,7 @@ ROWS: list[tuple[str, Callable[[CampaignResult], Optional[str]], str]] = [
     ("training compute", lambda r: _si(r.training_flops), "FLOP"),
     ("MFU", lambda r: f"{r.mfu:.1%}" + (" (pinned)" if r.mfu_pinned else ""), "of BF16 dense peak"),
     ("MFU, step model", lambda r: f"{r.mfu_step_model:.1%}", ""),
+    ("MFU over the wall clock", lambda r: f"{r.mfu_effective:.1%}", "MFU x goodput"),
     ("throughput", lambda r: f"{r.tokens_per_s / 1e6:,.2f}M", "tokens/s"),
     ("GPU power, training mean", lambda r: f"{r.mean_gpu_power_w:.0f}", "W per GPU"),
     ("IT power, average / peak", lambda r: f"{r.avg_it_mw:.1f} / {r.peak_it_mw:.1f}", "MW"),

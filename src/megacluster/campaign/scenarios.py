@@ -12,6 +12,7 @@ from ..errors import UserError, unknown_name
 from ..specs import ModelSpec
 from . import carbon, chinchilla
 from .assumptions import Assumption, apply_overrides, value
+from .sites import load_site
 from .campaign import SECONDS_PER_DAY, CampaignResult, _reliability, campaign_from_step, resolve_step
 
 
@@ -72,6 +73,8 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                  trials: int = 200, seed: int = 0) -> CampaignResult:
     """Run a named scenario. ``site`` and ``overrides`` (assumption name -> value) replace its own."""
     sc = get_scenario(name)
+    load_site(site or sc["site"])            # bad site or override: fail before the search
+    apply_overrides({}, overrides or {}, "check")
     cluster = scenario_cluster(sc)
     extra: dict[str, Assumption] = {}
     for k, o in (sc.get("overrides") or {}).items():
