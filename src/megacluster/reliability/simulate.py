@@ -285,20 +285,24 @@ def _resolve_model(model) -> "ModelSpec | None":
 
 def _daly_statement(dist: str, best_min: float, daly_min: float, g_best: float, g_daly: float, shape: float,
                     bf: float) -> str:
+    """One sentence comparing the simulated best interval with Daly's, and why they differ."""
     diff = (best_min / daly_min - 1.0) * 100.0 if daly_min > 0 else 0.0
     loss = (g_best - g_daly) * 100.0
     core = (f"simulated best interval {best_min:.1f} min vs Daly {daly_min:.1f} min ({diff:+.0f}%); expected "
             f"goodput {g_best:.2%} at the best vs {g_daly:.2%} at Daly's ({loss:.2f} points)")
     if dist == "exponential":
         return core + ". Daly's assumptions (exponential failures, fixed costs) hold here."
-    if dist == "weibull":
-        why = (f"Weibull shape {shape:g} < 1: the hazard is highest just after a restart, so early checkpoints "
-               "protect more work and late ones less" if shape < 1 else
-               f"Weibull shape {shape:g} > 1: failures are rarer just after a restart (wear-out)")
-        return core + f". Daly assumes exponential failures; {why}; Daly's single MTBF cannot see this."
-    return core + (f". Daly assumes independent exponential failures; here {bf:.0%} of restarts fail again "
-                   "quickly (correlated failures), so many interruptions come long before the MTBF and the loss "
-                   "per interruption is smaller than Daly expects.")
+    if dist == "weibull" and shape < 1:
+        why = (f"with Weibull shape {shape:g} < 1 many interruptions come soon after a restart, before a "
+               "checkpoint could save much, and a job that outlives them fails less often than the mean says, "
+               "so longer intervals pay")
+    elif dist == "weibull":
+        why = (f"with Weibull shape {shape:g} > 1 the hazard grows with time since the restart (wear-out), "
+               "so shorter intervals pay")
+    else:
+        why = (f"{bf:.0%} of restarts fail again quickly (correlated failures), losing little work; the other "
+               "runs last longer than the mean, so longer intervals pay")
+    return core + f". Daly assumes exponential failures and sees only the mean; {why}."
 
 
 def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "llama3-h100",
