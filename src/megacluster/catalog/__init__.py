@@ -48,8 +48,9 @@ def read_yaml_or_json(path: str | Path) -> Any:
 def validation_message(e: ValidationError, what: str) -> str:
     """One line out of a pydantic ValidationError."""
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or what
-    return f"{what}: {loc}: {err['msg']}"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"{what}: {loc}: {msg}" if loc else f"{what}: {msg}"
 
 
 def _entries(name: str, key: str) -> dict[str, dict]:
