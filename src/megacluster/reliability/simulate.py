@@ -165,10 +165,13 @@ def _attempt(x, planned, tau, delta, lag):
 
 
 def _expected_ratio(tau, pool, delta, lag) -> float:
-    x, planned, d = pool
-    work, _, _ = _attempt(x, planned, tau, delta, lag)
-    s = work.sum()
-    return float((x.sum() + d.sum()) / s) if s > 0 else math.inf
+    """Expected wall time per unit of durable work at interval ``tau`` (renewal-reward over the pool)."""
+    xu, xp, total = pool
+    c = tau + delta
+    work = tau * np.floor(np.maximum(xu - lag, 0.0) / c).sum() if lag > 0 else tau * np.floor(xu / c).sum()
+    if xp.size:
+        work += xp.sum() - delta * np.floor(xp / c).sum()
+    return float(total / work) if work > 0 else math.inf
 
 
 def _search(pool, delta, lag, work_h, guess) -> float:
@@ -183,7 +186,7 @@ def _search(pool, delta, lag, work_h, guess) -> float:
     g = (math.sqrt(5) - 1) / 2
     c, d = b - g * (b - a), a + g * (b - a)
     fc, fd = _expected_ratio(math.exp(c), pool, delta, lag), _expected_ratio(math.exp(d), pool, delta, lag)
-    for _ in range(40):
+    for _ in range(25):
         if fc <= fd:
             b, d, fd = d, c, fc
             c = b - g * (b - a)
@@ -367,7 +370,8 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
 
     pool_rng = np.random.default_rng([seed, 1])
     px, pc, pd = sampler.draw(pool_rng, (POOL,))
-    pool = (px, planned_c[pc], pd)
+    pplan = planned_c[pc]
+    pool = (px[~pplan], px[pplan], float(px.sum() + pd.sum()))
     guess = max(daly_h, young_h, lag, 1.0 / 60.0)
     best_h = _search(pool, delta, lag, work_h, guess)
     tau_daly = max(daly_h, lag - delta + 1e-9, 1e-9)
