@@ -34,6 +34,8 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     (dict(n_gpus=1024, days=10, checkpoint_mode="lazy"), "checkpoint mode"),
     (dict(n_gpus=1024, days=10, precision="int3"), "precision"),
     (dict(n_gpus=1024, days=10, burst_fraction=1.5), "burst_fraction"),
+    (dict(n_gpus=1024, days=10, step_seconds=-2), "step_seconds"),
+    (dict(n_gpus=1024, days=float("nan")), "days"),
     (dict(n_gpus=1024, days=10, distribution="bursty", burst_fraction=0.9, burst_mean_minutes=1e6), "burst"),
 ])
 def test_bad_simulation_input(kwargs, fragment):
@@ -45,7 +47,8 @@ def test_bad_simulation_input(kwargs, fragment):
 def test_unknown_profile_suggests():
     with pytest.raises(UserError) as e:
         load_profile("llama3-h10")
-    assert "llama3-h100" in _one_line(e)
+    msg = _one_line(e)
+    assert "did you mean 'llama3-h100'" in msg and "meta-rsc-a100" in msg
 
 
 def test_bad_checkpoint_input():

@@ -144,6 +144,8 @@ def reliability(
     write_gbs: Optional[float] = typer.Option(None, "--write-gbs", help="aggregate storage write GB/s"),
     stall_seconds: Optional[float] = typer.Option(None, "--stall-seconds", help="stall per checkpoint, s"),
     rate_scale: Optional[float] = typer.Option(None, "--rate-scale", help="multiply unplanned failure rates"),
+    step_seconds: Optional[float] = typer.Option(None, "--step-seconds",
+                                                 help="training step time: checkpoints on step boundaries"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """Simulate failures, restarts and checkpoints of a training campaign: goodput and wall-clock days."""
@@ -155,7 +157,8 @@ def reliability(
         checkpoint_mode=checkpoint_mode, precision=precision, spares=spares, distribution=distribution,
         weibull_shape=weibull_shape, burst_fraction=burst_fraction, burst_mean_minutes=burst_mean_minutes,
         detect_minutes=detect_minutes, restart_minutes=restart_minutes, repair_hours=repair_hours,
-        write_gbs=write_gbs, stall_seconds=stall_seconds, rate_scale=rate_scale).items() if v is not None}
+        write_gbs=write_gbs, stall_seconds=stall_seconds, rate_scale=rate_scale,
+        step_seconds=step_seconds).items() if v is not None}
     res = simulate_reliability(gpus, days, profile=profile, model=model,
                                checkpoint_interval_minutes=checkpoint_interval, trials=trials, seed=seed,
                                **overrides)

@@ -166,5 +166,6 @@ def load_profile(profile: "str | Path | Profile | dict" = "llama3-h100") -> Prof
         for a in e.get("aliases", []) or []:
             entries[a] = e
     if name not in entries:
-        raise unknown_name("reliability profile", name, entries)
+        hint = str(unknown_name("reliability profile", name, entries)).split(" (`megacluster")[0]
+        raise UserError(f"{hint}; known: {', '.join(profile_names())}, or a profile YAML file path")
     return _validate(entries[name], f"reliability profile {name}")

@@ -54,6 +54,7 @@ OVERRIDES = {
     "burst_fraction": "share of restarts followed by a quick re-failure (bursty)",
     "burst_mean_minutes": "mean time to that quick re-failure, minutes (bursty)",
     "rate_scale": "multiplier on every unplanned failure rate",
+    "step_seconds": "training step time, seconds: checkpoints fall on step boundaries",
 }
 
 
@@ -255,7 +256,7 @@ def _check_overrides(overrides: dict) -> None:
     bad = sorted(set(overrides) - set(OVERRIDES))
     if bad:
         raise UserError(f"unknown reliability option(s) {', '.join(bad)}; known: {', '.join(sorted(OVERRIDES))}")
-    for k in ("detect_minutes", "restart_minutes", "repair_hours", "stall_seconds", "rate_scale"):
+    for k in ("detect_minutes", "restart_minutes", "repair_hours", "stall_seconds", "rate_scale", "step_seconds"):
         v = overrides.get(k)
         if v is not None and (not math.isfinite(float(v)) or float(v) < 0):
             raise UserError(f"{k} must be a non-negative number, got {v}")
@@ -374,6 +375,11 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
     pool = (px[~pplan], px[pplan], float(px.sum() + pd.sum()))
     guess = max(daly_h, young_h, lag, 1.0 / 60.0)
     best_h = _search(pool, delta, lag, work_h, guess)
+    step_h = float(o["step_seconds"]) / 3600.0 if o.get("step_seconds") else 0.0
+    if step_h > 0:  # a whole number of steps, at least one, and long enough for the previous save to land
+        k_min = max(1, math.ceil((lag - delta) / step_h - 1e-12))
+        ks = {max(k_min, math.floor(best_h / step_h)), max(k_min, math.ceil(best_h / step_h))}
+        best_h = min((k * step_h for k in ks), key=lambda t: _expected_ratio(t, pool, delta, lag))
     tau_daly = max(daly_h, lag - delta + 1e-9, 1e-9)
     g_best = 1.0 / _expected_ratio(best_h, pool, delta, lag)
     g_daly = 1.0 / _expected_ratio(tau_daly, pool, delta, lag)
