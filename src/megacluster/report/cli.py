@@ -1,0 +1,241 @@
+"""The core commands: ``estimate``, ``validate``, ``catalog`` and ``plan``. Argument parsing and printing only;
+the figures come from :mod:`megacluster.estimate`, :mod:`megacluster.validate` and :mod:`megacluster.search`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import UserError
+
+# ------------------------------------------------------------------------------------------ shared options
+_MODEL = typer.Option(None, "--model", "-m", help="catalog model id (llama3.1-405b, gpt3-175b, ...) or a path to a "
+                      "Hugging Face config.json or model YAML")
+_GPU = typer.Option(None, "--gpu", "-g", help="accelerator id (h100-sxm, a100-80gb, h800, b200, ...)")
+_GPUS = typer.Option(None, "--gpus", "-n", help="number of GPUs")
+_FABRIC = typer.Option(None, "--fabric", help="scale-out fabric id (default: the GPU generation's usual one)")
+_NIC = typer.Option(None, "--nic-gbps", help="line rate of one NIC, Gb/s")
+_NICS = typer.Option(None, "--nics-per-node", help="NICs per node (default: one per GPU)")
+_GPN = typer.Option(None, "--gpus-per-node", help="GPUs per node (default 8)")
+_FRAMEWORK = typer.Option(None, "--framework", help="software stack: megatron, torchtitan, deepspeed, ... "
+                          "(`megacluster catalog stacks`)")
+_COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile-fused elementwise kernels")
+_ASYNC_TP = typer.Option(None, "--async-tp/--no-async-tp", help="async (micro-pipelined) tensor parallelism")
+_FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed")
+_JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
+
+
+def _console() -> Console:
+    """Rich console on stdout; 140 columns when stdout is not a terminal (files, pipes) unless COLUMNS says."""
+    con = Console()
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con = Console(width=140)
+    return con
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, default=float))
+
+
+def _pick(flag: Any, planned: Any) -> Any:
+    """The flag's value where given, else the plan's."""
+    return planned if flag is None else flag
+
+
+def _given(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------------ estimate
+def estimate_cmd(
+    model: Optional[str] = _MODEL,
+    gpu: Optional[str] = _GPU,
+    gpus: Optional[int] = _GPUS,
+    tp: Optional[int] = typer.Option(None, "--tp", help="tensor-parallel degree"),
+    pp: Optional[int] = typer.Option(None, "--pp", help="pipeline-parallel degree"),
+    dp: Optional[int] = typer.Option(None, "--dp", help="data-parallel degree (default GPUs/(tp pp cp))"),
+    cp: Optional[int] = typer.Option(None, "--cp", help="context-parallel degree"),
+    ep: Optional[int] = typer.Option(None, "--ep", help="expert-parallel degree (MoE)"),
+    vp: Optional[int] = typer.Option(None, "--vp", help="virtual pipeline stages per GPU (interleaved)"),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="sequences per micro-batch"),
+    global_batch: Optional[int] = typer.Option(None, "--global-batch",
+                                               help="sequences per step (default: about 4M tokens)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per sequence (default: "
+                                          "the model's)"),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="none, selective (default) or full"),
+    zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0-3 (3 = FSDP; default 1)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="bf16 (default), fp16 or fp8"),
+    sequence_parallel: Optional[bool] = typer.Option(None, "--sequence-parallel/--no-sequence-parallel",
+                                                     help="sequence parallelism with TP (default on)"),
+    fabric: Optional[str] = _FABRIC,
+    nic_gbps: Optional[float] = _NIC,
+    nics_per_node: Optional[int] = _NICS,
+    gpus_per_node: Optional[int] = _GPN,
+    framework: Optional[str] = _FRAMEWORK,
+    compile: Optional[bool] = _COMPILE,
+    async_tp: Optional[bool] = _ASYNC_TP,
+    fp8_recipe: Optional[str] = _FP8_RECIPE,
+    plan: Optional[Path] = typer.Option(None, "--plan", help="plan file (from `megacluster plan --out`); flags "
+                                        "given as well override it"),
+    json_out: bool = _JSON,
+) -> None:
+    """Predict one training step: time, memory and FLOPs per GPU for a model, cluster and layout."""
+    from ..estimate import estimate
+    from .fit import does_not_fit_message
+    from .inputs import Plan, read_plan, resolve_cluster, resolve_layout, resolve_model, resolve_stack
+    from .tables import estimate_tables
+
+    p = read_plan(plan) if plan else Plan()
+    spec = resolve_model(_pick(model, p.model))
+    cluster = resolve_cluster(_pick(gpu, p.gpu), _pick(gpus, p.gpus), **{**p.cluster, **_given(
+        fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node, gpus_per_node=gpus_per_node)})
+    stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack)
+    flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
+                 seq_len=seq_len, recompute=recompute, zero=zero, precision=precision,
+                 sequence_parallel=sequence_parallel)
+    base = dict(p.layout)
+    if dp is None and any(v is not None for v in (gpus, tp, pp, cp)):
+        base.pop("dp", None)        # the plan's dp no longer multiplies out: derive it again
+    layout = resolve_layout(spec, cluster, flags, base=base)
+    est = estimate(spec, cluster, layout, stack)
+    if not est.fits:
+        raise UserError(does_not_fit_message(spec, cluster, layout, stack, est))
+    if json_out:
+        _print_json(est.model_dump(mode="json"))
+        return
+    con = _console()
+    for t in estimate_tables(est):
+        con.print(t)
+
+
+# ------------------------------------------------------------------------------------------ validate
+def _check_runs(runs: list, path: Optional[Path]) -> None:
+    where = str(path) if path else "runs"
+    for i, r in enumerate(runs):
+        rid = r.get("id", f"#{i + 1}") if isinstance(r, dict) else f"#{i + 1}"
+        if not isinstance(r, dict) or not isinstance(r.get("spec"), dict) or not isinstance(r.get("model"), dict):
+            raise UserError(f"{where}: run {rid} needs 'model' and 'spec' mappings (the format of runs.yaml)")
+        ref = (r.get("reference") or {}).get("tokens_per_s_per_gpu") if isinstance(r.get("reference"), dict) \
+            else None
+        if not isinstance(ref, (int, float)) or ref <= 0:
+            raise UserError(f"{where}: run {rid} needs a positive reference.tokens_per_s_per_gpu")
+
+
+def validate_cmd(
+    runs: Optional[Path] = typer.Option(None, "--runs", help="runs file in the format of runs.yaml (default: "
+                                        "the published runs in the catalog)"),
+    json_out: bool = _JSON,
+) -> None:
+    """Predict every published training run and score the error (MAPE and worst, overall and per group)."""
+    from ..validate import load_runs, validate_runs
+    from .validation_view import as_json, runs_table, summary_table
+
+    data = load_runs(runs)
+    if not data:
+        raise UserError(f"{runs}: the runs list is empty")
+    _check_runs(data, runs)
+    result = validate_runs(data)
+    if json_out:
+        _print_json(as_json(result))
+        return
+    con = _console()
+    con.print(runs_table(result))
+    con.print(summary_table(result))
+
+
+# ------------------------------------------------------------------------------------------ catalog
+def catalog_cmd(
+    kind: Optional[str] = typer.Argument(None, help="gpus, models, fabrics or stacks (none: list every id)"),
+    entry: Optional[str] = typer.Argument(None, help="one entry's id: print all its fields and full source"),
+    full: bool = typer.Option(False, "--full", help="print sources in full"),
+    json_out: bool = _JSON,
+) -> None:
+    """List the catalog: accelerators, models, fabrics and software stacks, with key figures and sources."""
+    from .catalog_view import KINDS, TABLES, entries, entry_table
+
+    if json_out:
+        kinds = [kind] if kind else list(KINDS)
+        out = {k: entries(k) for k in kinds}
+        if entry:
+            out = {"entry": next((e for e in out[kind] if e["id"] == entry or entry in (e.get("aliases") or [])),
+                                 None)}
+            if out["entry"] is None:
+                entry_table(kind, entry)            # raises the unknown-name error
+        _print_json(out)
+        return
+    con = _console()
+    if kind is None:
+        for k in KINDS:
+            con.print(f"[bold]{k}[/bold] ({len(entries(k))}): " + ", ".join(e["id"] for e in entries(k)))
+        con.print("`megacluster catalog KIND` shows key figures and sources; `megacluster catalog KIND ID` one "
+                  "entry in full.")
+        return
+    if entry:
+        entries(kind)
+        con.print(entry_table(kind, entry))
+        return
+    if kind not in TABLES:
+        entries(kind)                               # raises the unknown-name error
+    con.print(TABLES[kind](full))
+
+
+# ------------------------------------------------------------------------------------------ plan
+def plan_cmd(
+    model: Optional[str] = _MODEL,
+    gpu: Optional[str] = _GPU,
+    gpus: Optional[int] = _GPUS,
+    global_batch: Optional[int] = typer.Option(None, "--global-batch", help="sequences per step"),
+    tokens_per_step: Optional[int] = typer.Option(None, "--tokens-per-step",
+                                                  help="tokens per step (instead of --global-batch)"),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per sequence (default: the "
+                                          "model's)"),
+    top: int = typer.Option(5, "--top", help="how many layouts to show"),
+    tp: Optional[int] = typer.Option(None, "--tp", help="pin the tensor-parallel degree"),
+    pp: Optional[int] = typer.Option(None, "--pp", help="pin the pipeline degree"),
+    dp: Optional[int] = typer.Option(None, "--dp", help="pin the data-parallel degree"),
+    cp: Optional[int] = typer.Option(None, "--cp", help="pin the context-parallel degree"),
+    ep: Optional[int] = typer.Option(None, "--ep", help="pin the expert-parallel degree"),
+    vp: Optional[int] = typer.Option(None, "--vp", help="pin the virtual pipeline stages"),
+    micro_batch: Optional[int] = typer.Option(None, "--micro-batch", help="pin the micro-batch"),
+    recompute: Optional[str] = typer.Option(None, "--recompute", help="pin recompute: none, selective, full"),
+    zero: Optional[int] = typer.Option(None, "--zero", help="pin the ZeRO stage (3 = FSDP)"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="pin the precision: bf16, fp16, fp8"),
+    headroom: Optional[float] = typer.Option(None, "--headroom",
+                                             help="memory to keep free per GPU, GiB"),
+    sweep_gpus: Optional[str] = typer.Option(None, "--sweep-gpus", help="scaling study over GPU counts, e.g. "
+                                             "1024,4096,16384,100000"),
+    fabric: Optional[str] = _FABRIC,
+    nic_gbps: Optional[float] = _NIC,
+    nics_per_node: Optional[int] = _NICS,
+    gpus_per_node: Optional[int] = _GPN,
+    framework: Optional[str] = _FRAMEWORK,
+    compile: Optional[bool] = _COMPILE,
+    async_tp: Optional[bool] = _ASYNC_TP,
+    fp8_recipe: Optional[str] = _FP8_RECIPE,
+    out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
+    json_out: bool = _JSON,
+) -> None:
+    """Find the fastest layout that fits for a model on a cluster (or, with --sweep-gpus, on several sizes)."""
+    from .plan_view import run_plan
+
+    run_plan(model=model, gpu=gpu, gpus=gpus, global_batch=global_batch, tokens_per_step=tokens_per_step,
+             seq_len=seq_len, top=top, pins=_given(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch,
+                                                   recompute=recompute, zero=zero, precision=precision),
+             headroom=headroom, sweep_gpus=sweep_gpus,
+             cluster_flags=_given(fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
+                                  gpus_per_node=gpus_per_node),
+             stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe),
+             out=out, json_out=json_out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``estimate``, ``validate``, ``catalog`` and ``plan`` to the megacluster app."""
+    app.command("estimate")(estimate_cmd)
+    app.command("validate")(validate_cmd)
+    app.command("catalog")(catalog_cmd)
+    app.command("plan")(plan_cmd)

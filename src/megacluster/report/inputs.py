@@ -1,0 +1,161 @@
+"""Turn command-line flags (and an optional plan file) into specs: model, cluster, stack, layout.
+
+Every bad value becomes a one-line :class:`UserError` naming the flag and what to use instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ValidationError
+
+from .. import catalog
+from ..cluster import make_cluster
+from ..errors import UserError
+from ..specs import ClusterSpec, Layout, ModelSpec, StackSpec
+
+RECOMPUTE_CHOICES = ("none", "selective", "full")
+PRECISION_CHOICES = ("bf16", "fp16", "fp8")
+DEFAULT_TOKENS_PER_STEP = 2 ** 22     # estimate's default global batch: about 4M tokens per step
+LAYOUT_FLAGS = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "zero",
+                "precision", "sequence_parallel")
+CLUSTER_FLAGS = ("fabric", "nic_gbps", "nics_per_node", "gpus_per_node")
+STACK_FLAGS = ("framework", "compile", "async_tp", "fp8_recipe")
+
+
+def choice(flag: str, value: Optional[str], choices: tuple[str, ...]) -> Optional[str]:
+    """``value`` if it is one of ``choices`` (or None), else a UserError suggesting the nearest."""
+    if value is None or value in choices:
+        return value
+    close = difflib.get_close_matches(str(value).lower(), choices, n=1, cutoff=0.3)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UserError(f"unknown {flag} {value!r}{hint} (choose {', '.join(choices)})")
+
+
+def positive(flag: str, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise UserError(f"{flag} must be positive, got {value}")
+
+
+def _field(obj: Any, key: str) -> Any:
+    """A field of a plan object, whether it is a pydantic model, an object with attributes or a dict."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _as_dict(obj: Any) -> dict:
+    if obj is None:
+        return {}
+    if isinstance(obj, BaseModel):
+        return obj.model_dump()
+    if isinstance(obj, dict):
+        return dict(obj)
+    return dict(vars(obj))
+
+
+@dataclass
+class Plan:
+    """What a plan file holds, as plain values (flags given on the command line override them)."""
+
+    model: Any = None            # catalog id, path or ModelSpec
+    gpu: Any = None              # catalog id or GPUSpec
+    gpus: Optional[int] = None
+    cluster: dict = field(default_factory=dict)      # fabric, nic_gbps, nics_per_node, gpus_per_node
+    layout: dict = field(default_factory=dict)
+    stack: dict = field(default_factory=dict)
+
+
+def read_plan(path: Path | str) -> Plan:
+    """Read a plan file through :func:`megacluster.plan_file.load_plan`."""
+    try:
+        from ..plan_file import load_plan
+    except ImportError:  # pragma: no cover - plan_file ships with the package
+        raise UserError("reading plan files needs megacluster.plan_file, which this installation lacks") from None
+    p = load_plan(path)
+    gpu = _field(p, "gpu")
+    cluster_obj = _field(p, "cluster")
+    out = Plan(model=_field(p, "model"), gpu=gpu, gpus=_field(p, "gpus") or _field(p, "n_gpus"),
+               layout=_as_dict(_field(p, "layout")), stack=_as_dict(_field(p, "stack")))
+    if isinstance(cluster_obj, ClusterSpec):      # a plan that carries its whole cluster
+        out.gpu = out.gpu or cluster_obj.gpu
+        out.gpus = out.gpus or cluster_obj.n_gpus
+        out.cluster = {"fabric": cluster_obj.fabric.id, "nic_gbps": cluster_obj.node.nic_gbps,
+                       "nics_per_node": cluster_obj.node.nics_per_node,
+                       "gpus_per_node": cluster_obj.node.gpus_per_node}
+    for k in CLUSTER_FLAGS:
+        v = _field(p, k)
+        if v is not None:
+            out.cluster[k] = v
+    return out
+
+
+def resolve_model(model: Any) -> ModelSpec:
+    if isinstance(model, ModelSpec):
+        return model
+    if not model:
+        raise UserError("--model is required (a catalog id such as llama3.1-405b, or a config.json path)")
+    return catalog.model(str(model))
+
+
+def resolve_cluster(gpu: Any, gpus: Optional[int], fabric: Optional[str] = None, nic_gbps: Optional[float] = None,
+                    nics_per_node: Optional[int] = None, gpus_per_node: Optional[int] = None) -> ClusterSpec:
+    if gpu is None:
+        raise UserError("--gpu is required (a catalog id such as h100-sxm; `megacluster catalog gpus` lists them)")
+    if gpus is None:
+        raise UserError("--gpus is required (the number of GPUs)")
+    positive("--gpus", gpus)
+    g = gpu if not isinstance(gpu, str) else catalog.gpu(gpu)
+    return make_cluster(g, int(gpus), fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
+                        gpus_per_node=gpus_per_node)
+
+
+def resolve_stack(framework: Optional[str] = None, compile: Optional[bool] = None, async_tp: Optional[bool] = None,
+                  fp8_recipe: Optional[str] = None, base: Optional[dict] = None) -> StackSpec:
+    d = dict(base or {})
+    for k, v in (("framework", framework), ("compile", compile), ("async_tp", async_tp), ("fp8_recipe", fp8_recipe)):
+        if v is not None:
+            d[k] = v
+    catalog.stack_constants(d.get("framework", "megatron"))       # unknown framework: nearest suggested
+    try:
+        return StackSpec(**d)
+    except ValidationError as e:
+        raise UserError(catalog.validation_message(e, "stack")) from None
+
+
+def default_global_batch(seq_len: int, unit: int, tokens: int = DEFAULT_TOKENS_PER_STEP) -> int:
+    """The multiple of ``unit`` sequences closest to ``tokens`` tokens per step (at least one unit)."""
+    return max(1, round(tokens / seq_len / unit)) * unit
+
+
+def resolve_layout(model: ModelSpec, cluster: ClusterSpec, flags: dict[str, Any],
+                   base: Optional[dict] = None) -> Layout:
+    """A Layout from flags over a plan's layout (``base``) over the defaults: tp = pp = cp = ep = vp = 1,
+    dp = GPUs / (tp pp cp), micro-batch 1, sequence length of the model, global batch of about 4M tokens,
+    selective recompute, ZeRO-1, bf16, sequence parallelism on."""
+    d: dict[str, Any] = {k: v for k, v in (base or {}).items() if v is not None}
+    d.update({k: v for k, v in flags.items() if v is not None})
+    for k in ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len"):
+        positive("--" + k.replace("_", "-"), d.get(k))
+    if d.get("zero") is not None and not 0 <= d["zero"] <= 3:
+        raise UserError(f"--zero must be 0, 1, 2 or 3 (3 = FSDP), got {d['zero']}")
+    choice("--recompute", d.get("recompute"), RECOMPUTE_CHOICES)
+    choice("--precision", d.get("precision"), PRECISION_CHOICES)
+    for k in ("tp", "pp", "cp", "ep", "vp", "micro_batch"):
+        d.setdefault(k, 1)
+    d.setdefault("seq_len", model.seq_len)
+    if "dp" not in d:
+        d["dp"] = max(1, cluster.n_gpus // (d["tp"] * d["pp"] * d["cp"]))
+    if "global_batch" not in d:
+        unit = d["dp"] * d["micro_batch"] * (d["pp"] if d["vp"] > 1 else 1)
+        d["global_batch"] = default_global_batch(d["seq_len"], unit)
+    d = {k: v for k, v in d.items() if k in Layout.model_fields}
+    try:
+        return Layout(**d)
+    except ValidationError as e:
+        raise UserError(catalog.validation_message(e, "layout")) from None

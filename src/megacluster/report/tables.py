@@ -1,0 +1,179 @@
+"""Rich tables of one predicted step (:class:`megacluster.estimate.StepEstimate`): rates, memory per GPU,
+time per step; and the ranked layouts of a plan. Formatting only: every figure comes from the estimate."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from rich.table import Table
+
+from ..specs import Layout
+
+# labels of StepEstimate.time_s keys, grouped as printed
+TIME_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("compute", (("gemm_attn_proj", "GEMM: attention projections"), ("gemm_mlp", "GEMM: MLP / experts"),
+                 ("attention", "attention core (QK^T, softmax, AV)"), ("memory_bound", "memory-bound ops"),
+                 ("recompute", "activation recompute"), ("output_layer", "output layer + loss"))),
+    ("communication (exposed)", (("tp_comm", "tensor parallel"), ("cp_comm", "context parallel"),
+                                 ("ep_comm", "expert all-to-all"), ("pp_comm", "pipeline send/recv"),
+                                 ("dp_comm", "data parallel"))),
+    ("pipeline", (("bubble", "bubble"),)),
+    ("optimizer", (("optimizer", "optimizer step"),)),
+)
+MEMORY_LABELS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer", "optimizer state"),
+                 ("activations", "activations"), ("buffers", "buffers + reserved"))
+
+
+def layout_label(L: Layout) -> str:
+    """A layout in one short line, e.g. ``TP8 PP16 DP128 VP2 mb1 gb2048 s8192 Z1 selective bf16``."""
+    parts = [f"TP{L.tp}", f"PP{L.pp}", f"DP{L.dp}"]
+    parts += [f"{k.upper()}{getattr(L, k)}" for k in ("cp", "ep", "vp") if getattr(L, k) > 1]
+    parts += [f"mb{L.micro_batch}", f"gb{L.global_batch}", f"s{L.seq_len}", f"Z{L.zero}", L.recompute,
+              L.precision]
+    if L.tp > 1 and not L.sequence_parallel:
+        parts.append("no-SP")
+    return " ".join(parts)
+
+
+def fmt_seconds(s: float) -> str:
+    if s == 0:
+        return "0"
+    if abs(s) < 1e-3:
+        return f"{s * 1e6:.0f} us"
+    if abs(s) < 1:
+        return f"{s * 1e3:.1f} ms"
+    return f"{s:.3f} s"
+
+
+def fmt_count(x: float) -> str:
+    """1234567 -> '1.23M'."""
+    for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{suffix}"
+    return f"{x:.3g}"
+
+
+def fmt_params(n: float) -> str:
+    """Parameter count: 405.8B, 1.01T, 124M."""
+    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.0f}"
+
+
+def summary_table(est) -> Table:
+    """Headline figures of one step: layout, step time, throughput, utilisation, memory verdict."""
+    t = Table(title=f"{est.model} on {est.n_gpus:,} x {est.gpu} ({est.stack.framework})", show_header=False,
+              title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value", justify="right")
+    L = est.layout
+    t.add_row("layout", layout_label(L))
+    t.add_row("micro-batches per step", f"{est.n_microbatches:g}")
+    t.add_row("tokens per step", f"{est.tokens_per_step:,.0f}")
+    t.add_row("step time", fmt_seconds(est.step_time_s))
+    t.add_row("tokens/s", f"{est.tokens_per_s:,.0f}")
+    t.add_row("tokens/s per GPU", f"{est.tokens_per_s_per_gpu:,.1f}")
+    t.add_row("model FLOPs per token", fmt_count(est.model_flops_per_token))
+    t.add_row("TFLOP/s per GPU (model)", f"{est.tflops_per_gpu:,.1f}")
+    t.add_row("MFU", f"{est.mfu:.1%}")
+    t.add_row("HFU", f"{est.hfu:.1%}")
+    verdict = "[green]fits[/green]" if est.fits else "[red]does not fit[/red]"
+    t.add_row("memory per GPU", f"{est.memory_gib_per_gpu:.1f} / {est.hbm_gib:g} GiB {verdict}")
+    return t
+
+
+def memory_table(est) -> Table:
+    """Memory per GPU by component, GiB and share of the accelerator's capacity."""
+    t = Table(title="memory per GPU", title_justify="left")
+    t.add_column("component")
+    t.add_column("GiB", justify="right")
+    t.add_column("of HBM", justify="right")
+    for key, label in MEMORY_LABELS:
+        v = est.memory_gib.get(key, 0.0)
+        t.add_row(label, f"{v:.2f}", f"{v / est.hbm_gib:.1%}")
+    for key in sorted(set(est.memory_gib) - {k for k, _ in MEMORY_LABELS}):
+        v = est.memory_gib[key]
+        t.add_row(key, f"{v:.2f}", f"{v / est.hbm_gib:.1%}")
+    style = "bold green" if est.fits else "bold red"
+    t.add_row("total", f"{est.memory_gib_per_gpu:.2f}", f"{est.memory_gib_per_gpu / est.hbm_gib:.1%}",
+              style=style)
+    t.add_row("available", f"{est.hbm_gib:g}", "")
+    return t
+
+
+def time_table(est) -> Table:
+    """Time per step by component (compute by op class, exposed communication, bubble, optimizer)."""
+    t = Table(title="time per step", title_justify="left")
+    t.add_column("component")
+    t.add_column("time", justify="right")
+    t.add_column("of step", justify="right")
+    shown: set[str] = set()
+    for group, items in TIME_GROUPS:
+        rows = [(k, label) for k, label in items if est.time_s.get(k, 0.0) > 0]
+        if not rows:
+            continue
+        t.add_row(f"[bold]{group}[/bold]", "", "")
+        for key, label in rows:
+            v = est.time_s[key]
+            shown.add(key)
+            t.add_row(f"  {label}", fmt_seconds(v), f"{v / est.step_time_s:.1%}")
+    for key in sorted(set(est.time_s) - shown - {k for _, items in TIME_GROUPS for k, _ in items}):
+        v = est.time_s[key]
+        if v > 0:
+            t.add_row(f"  {key}", fmt_seconds(v), f"{v / est.step_time_s:.1%}")
+    t.add_row("step time", fmt_seconds(est.step_time_s), "100%", style="bold")
+    return t
+
+
+def phases_table(est) -> Table:
+    """Exposed seconds per step by phase (they add up to the step time)."""
+    t = Table(title="step phases (exposed)", title_justify="left")
+    t.add_column("phase")
+    t.add_column("time", justify="right")
+    t.add_column("of step", justify="right")
+    for k, v in est.phases_s.items():
+        if v > 0:
+            t.add_row(k, fmt_seconds(v), f"{v / est.step_time_s:.1%}")
+    return t
+
+
+def estimate_tables(est) -> list[Table]:
+    """Everything ``megacluster estimate`` prints for one step."""
+    return [summary_table(est), memory_table(est), time_table(est), phases_table(est)]
+
+
+def slower_because(est, best) -> str:
+    """Why ``est`` is slower than ``best``, in one line: the components that grew the most."""
+    diff = {k: est.time_s.get(k, 0.0) - best.time_s.get(k, 0.0) for k in set(est.time_s) | set(best.time_s)}
+    labels = {k: label for _, items in TIME_GROUPS for k, label in items}
+    worse = sorted((d, k) for k, d in diff.items() if d > 0)[::-1][:2]
+    gap = est.step_time_s - best.step_time_s
+    if gap <= 0:
+        return "as fast as the best"
+    if not worse:
+        return f"+{fmt_seconds(gap)}"
+    parts = [f"{labels.get(k, k)} +{fmt_seconds(d)}" for d, k in worse]
+    return f"+{fmt_seconds(gap)} ({gap / best.step_time_s:.1%}): " + ", ".join(parts)
+
+
+def ranking_table(estimates: Sequence, title: str = "best layouts") -> Table:
+    """Ranked layouts with step time, MFU, memory and why each runner-up is slower than the first."""
+    t = Table(title=title, title_justify="left")
+    for col, just in (("#", "right"), ("layout", "left"), ("step", "right"), ("tokens/s/GPU", "right"),
+                      ("MFU", "right"), ("GiB/GPU", "right"), ("vs best", "left")):
+        t.add_column(col, justify=just)
+    best = estimates[0] if estimates else None
+    for i, e in enumerate(estimates, 1):
+        t.add_row(str(i), layout_label(e.layout), fmt_seconds(e.step_time_s), f"{e.tokens_per_s_per_gpu:,.1f}",
+                  f"{e.mfu:.1%}", f"{e.memory_gib_per_gpu:.1f}", "best" if i == 1 else slower_because(e, best))
+    return t
+
+
+def kv_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column("what", style="bold")
+    t.add_column("value")
+    for k, v in rows:
+        t.add_row(k, v)
+    return t

@@ -1,0 +1,58 @@
+"""Tables of the validation against published runs (``megacluster validate``): rich for the terminal,
+markdown for the README, and the JSON object of ``--json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _group_label(key: str) -> str:
+    if key == "all":
+        return "all runs"
+    kind, _, value = key.partition(":")
+    return f"{'GPU generation' if kind == 'generation' else kind} {value}"
+
+
+def runs_table(result: dict[str, Any]) -> Table:
+    t = Table(title="published runs: tokens/s per GPU, measured vs predicted", title_justify="left")
+    for col, just in (("run", "left"), ("GPUs", "right"), ("GPU", "left"), ("framework", "left"),
+                      ("layout", "left"), ("reference", "right"), ("predicted", "right"), ("error", "right")):
+        t.add_column(col, justify=just, overflow="fold")
+    for r in result["runs"]:
+        style = "red" if abs(r.error) > 0.25 else ("yellow" if abs(r.error) > 0.10 else None)
+        t.add_row(r.id, f"{r.n_gpus:,}", r.gpu, r.framework, r.layout + ("" if r.fits else " (does not fit)"),
+                  f"{r.reference:,.1f}", f"{r.predicted:,.1f}", f"{r.error:+.1%}", style=style)
+    return t
+
+
+def summary_table(result: dict[str, Any]) -> Table:
+    t = Table(title="error: mean absolute percentage (MAPE) and worst", title_justify="left")
+    for col, just in (("group", "left"), ("runs", "right"), ("MAPE", "right"), ("worst", "right")):
+        t.add_column(col, justify=just)
+    for key, s in result["summary"].items():
+        t.add_row(_group_label(key), str(s["n"]), f"{s['mape']:.1%}", f"{s['max_abs_error']:.1%}",
+                  style="bold" if key == "all" else None)
+    return t
+
+
+def as_json(result: dict[str, Any]) -> dict[str, Any]:
+    """``{"runs": [{"id", "reference", "predicted", "error", ...}], "mape", "max_abs_error", "summary"}``
+    with errors as signed fractions (predicted / reference - 1)."""
+    overall = result["summary"]["all"]
+    return {"runs": [r.model_dump() for r in result["runs"]], "mape": overall["mape"],
+            "max_abs_error": overall["max_abs_error"], "n": overall["n"], "summary": result["summary"]}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The validation as two markdown tables (runs, then MAPE and worst per group)."""
+    lines = ["| run | GPUs | GPU | framework | layout | measured tokens/s/GPU | predicted | error |",
+             "|---|---:|---|---|---|---:|---:|---:|"]
+    for r in result["runs"]:
+        lines.append(f"| {r.id} | {r.n_gpus:,} | {r.gpu} | {r.framework} | {r.layout} | {r.reference:,.1f} | "
+                     f"{r.predicted:,.1f} | {r.error:+.1%} |")
+    lines += ["", "| group | runs | MAPE | worst |", "|---|---:|---:|---:|"]
+    for key, s in result["summary"].items():
+        lines.append(f"| {_group_label(key)} | {s['n']} | {s['mape']:.1%} | {s['max_abs_error']:.1%} |")
+    return "\n".join(lines)
