@@ -1,0 +1,98 @@
+"""Plan quality: for every published run (catalog/data/runs.yaml), search the same model, GPU count, global
+batch, sequence length, precision and software stack, and print the speed-up of the searched best layout over
+the published layout, both as the step model predicts them. The search must never lose (speed-up >= 1.0):
+the published layout is in its space. Then what the search picks for Llama 3.1 405B on 16,384 H100 next to
+Meta's TP8 PP16 DP128.
+
+    python benchmarks/plan_quality.py [--free-precision]
+
+``--free-precision`` also lets the search choose fp8 where the published run trained in 16 bits.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+from megacluster import catalog, validate
+from megacluster.cluster import make_cluster
+from megacluster.errors import UserError
+from megacluster.estimate import estimate
+from megacluster.search import layout_label, search
+from megacluster.specs import Layout, StackSpec
+
+
+def quality(free_precision: bool = False) -> list[dict]:
+    rows = []
+    for run in validate.load_runs():
+        s = run["spec"]
+        model, cluster, stack = validate.spec_parts(run)
+        gb = validate._global_batch(s)          # the same global batch the validation uses
+        pub = validate.predict_run(run)
+        pins = {} if free_precision else {"precision": s["precision"]}
+        t0 = time.perf_counter()
+        try:
+            res = search(model, cluster, global_batch=gb, seq_len=s["seq_len"], stack=stack, top=1, pins=pins)
+            best, err = res.best, ""
+        except UserError as e:
+            best, err = None, str(e)
+        rows.append({"id": run["id"], "n_gpus": s["n_gpus"], "published": pub.layout, "published_fits": pub.fits,
+                     "published_tps": pub.predicted, "searched": layout_label(best.layout) if best else err,
+                     "search_tps": best.tokens_per_s_per_gpu if best else 0.0,
+                     "speedup": best.tokens_per_s_per_gpu / pub.predicted if best else 0.0,
+                     "seconds": time.perf_counter() - t0})
+    return rows
+
+
+def llama_405b(console: Console) -> None:
+    model = catalog.model("llama3.1-405b")
+    cluster = make_cluster("h100-sxm", 16384, fabric="roce")
+    stack = StackSpec(framework="meta-internal")
+    meta = Layout(tp=8, pp=16, dp=128, micro_batch=1, global_batch=2048, seq_len=8192, recompute="none",
+                  zero=3, precision="bf16")
+    t = Table(title="Llama 3.1 405B, 16,384 H100 (RoCE), global batch 2,048 x 8K, bf16, Meta's stack")
+    for c in ("layout", "step s", "MFU", "tokens/s/GPU", "GiB/GPU", "fits"):
+        t.add_column(c, justify="right" if c != "layout" else "left")
+    e = estimate(model, cluster, meta, stack)
+    t.add_row("Meta published: " + layout_label(meta), f"{e.step_time_s:.2f}", f"{e.mfu:.1%}",
+              f"{e.tokens_per_s_per_gpu:,.0f}", f"{e.memory_gib_per_gpu:.1f}", str(e.fits))
+    for pins, name in (({"precision": "bf16"}, "search"), ({"precision": "bf16", "tp": 8, "pp": 16, "dp": 128},
+                                                            "search, Meta's degrees pinned")):
+        r = search(model, cluster, global_batch=2048, seq_len=8192, stack=stack, top=3, pins=pins)
+        for i, b in enumerate(r.top):
+            t.add_row(f"{name} #{i + 1}: " + layout_label(b.layout), f"{b.step_time_s:.2f}", f"{b.mfu:.1%}",
+                      f"{b.tokens_per_s_per_gpu:,.0f}", f"{b.memory_gib_per_gpu:.1f}", str(b.fits))
+    console.print(t)
+
+
+def main(argv: list[str]) -> int:
+    console = Console(width=200)
+    free = "--free-precision" in argv
+    rows = quality(free)
+    t = Table(title="Searched best vs published layout (step model), same GPUs, batch, stack"
+                    + ("" if free else " and precision"))
+    for c in ("run", "GPUs", "published", "searched best", "speed-up", "s"):
+        t.add_column(c, justify="right" if c in ("GPUs", "speed-up", "s") else "left")
+    for r in rows:
+        flag = "" if r["published_fits"] else " (does not fit)"
+        t.add_row(r["id"], f"{r['n_gpus']:,}", r["published"] + flag, r["searched"], f"{r['speedup']:.3f}",
+                  f"{r['seconds']:.2f}")
+    console.print(t)
+    sp = [r["speedup"] for r in rows]
+    bad = [r["id"] for r in rows if r["speedup"] < 1.0 - 1e-9 and r["published_fits"]]
+    import statistics
+    console.print(f"{len(rows)} runs: speed-up min {min(sp):.3f}, median {statistics.median(sp):.3f}, "
+                  f"max {max(sp):.3f}; runs where the search loses to a published layout that fits: "
+                  f"{len(bad)} {bad if bad else ''}")
+    unfit = [r["id"] for r in rows if not r["published_fits"]]
+    if unfit:
+        console.print(f"published layouts the step model says do not fit (the search cannot pick them): {unfit}")
+    llama_405b(console)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
