@@ -253,3 +253,10 @@ def test_model_by_catalog_name_or_spec():
         pytest.skip("llama3.1-405b not in the model catalog yet")
     r = simulate_reliability(1024, 5, model="llama3.1-405b", trials=10)
     assert r.checkpoint.params == spec.params_total
+
+
+def test_no_failures():
+    r = simulate_reliability(1024, 10, profile="meta-rsc-a100", rate_scale=0, trials=10)
+    assert r.interruptions_mean == 0 and r.mttf_hours is None
+    assert r.goodput_mean > 0.999
+    assert r.checkpoint_interval_minutes <= 10 * 24 * 60

@@ -51,8 +51,9 @@ def render(res: ReliabilityResult, console: Console) -> None:
     t.add_row("interruptions", f"{res.interruptions_mean:.1f}", f"95%: {res.interruptions_p95:.0f}")
     t.add_row("  unexpected", f"{res.unexpected_interruptions_mean:.1f}", "")
     t.add_row("  planned", f"{res.planned_interruptions_mean:.1f}", "")
-    t.add_row("mean time to failure", f"{res.mttf_hours:.2f} h", "")
-    t.add_row("mean time between interruptions", f"{res.mtbi_hours:.2f} h", "")
+    t.add_row("mean time to failure", "never" if res.mttf_hours is None else f"{res.mttf_hours:.2f} h", "")
+    t.add_row("mean time between interruptions", "never" if res.mtbi_hours is None else f"{res.mtbi_hours:.2f} h",
+              "")
     t.add_row("work lost (recomputed)", f"{res.lost_work_hours_mean:.1f} h", "")
     t.add_row("detect + restart + read + spare wait", f"{res.restart_hours_mean:.1f} h", "")
     t.add_row("checkpoint stalls", f"{res.checkpoint_stall_hours_mean:.1f} h", "")

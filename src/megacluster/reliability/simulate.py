@@ -82,8 +82,8 @@ class ReliabilityResult(BaseModel):
     by_group: dict[str, float]
     gpu_share: float
     hardware_share: float
-    mttf_hours: float
-    mtbi_hours: float
+    mttf_hours: Optional[float]  # None: no unexpected failures
+    mtbi_hours: Optional[float]
     # time
     goodput_mean: float
     goodput_p5: float
@@ -366,15 +366,16 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
     work_h = float(days) * 24.0
     mttf = rates.mttf_hours
     m_for_formula = mttf if math.isfinite(mttf) else 1e15
-    young_h, daly_h = young(delta, m_for_formula), daly(delta, m_for_formula)
-    exact_h = exponential_optimum(delta, m_for_formula) if delta > 0 else 0.0
+    # an interval longer than the whole run means "never": cap the formulas at the run's work
+    young_h, daly_h = min(young(delta, m_for_formula), work_h), min(daly(delta, m_for_formula), work_h)
+    exact_h = min(exponential_optimum(delta, m_for_formula), work_h) if delta > 0 else 0.0
 
     pool_rng = np.random.default_rng([seed, 1])
     px, pc, pd = sampler.draw(pool_rng, (POOL,))
     pplan = planned_c[pc]
     pool = (px[~pplan], px[pplan], float(px.sum() + pd.sum()))
     guess = max(daly_h, young_h, lag, 1.0 / 60.0)
-    best_h = _search(pool, delta, lag, work_h, guess)
+    best_h = min(_search(pool, delta, lag, work_h, guess), work_h)
     step_h = float(o["step_seconds"]) / 3600.0 if o.get("step_seconds") else 0.0
     if step_h > 0:  # a whole number of steps, at least one, and long enough for the previous save to land
         k_min = max(1, math.ceil((lag - delta) / step_h - 1e-12))
@@ -443,7 +444,8 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
         unexpected_interruptions_mean=unexpected, planned_interruptions_mean=float(mean_counts[planned_c].sum()),
         by_cause=by_cause, by_group=by_group,
         gpu_share=gpu_n / unexpected if unexpected else 0.0, hardware_share=hw_n / unexpected if unexpected else 0.0,
-        mttf_hours=mttf, mtbi_hours=rates.mtbi_hours,
+        mttf_hours=mttf if math.isfinite(mttf) else None,
+        mtbi_hours=rates.mtbi_hours if math.isfinite(rates.mtbi_hours) else None,
         goodput_mean=float(goodput.mean()), goodput_p5=float(np.percentile(goodput, 5)),
         goodput_p95=float(np.percentile(goodput, 95)),
         wall_clock_days_mean=float(wall.mean() / 24.0), wall_clock_days_p5=float(np.percentile(wall, 5) / 24.0),
