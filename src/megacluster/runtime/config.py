@@ -21,6 +21,7 @@ class TrainConfig:
     layout: Layout
     precision: str = "fp32"          # compute precision: bf16, fp16 or fp32
     compile: bool = False
+    compile_backend: str = "inductor"  # tests use aot_eager (no C++ code generation)
     steps: int = 100
     lr: float = 3e-3
     warmup: int = 10

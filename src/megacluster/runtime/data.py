@@ -17,6 +17,7 @@ consumed, so it resumes exactly and independently of the number of ranks.
 
 from __future__ import annotations
 
+import functools
 import json
 import sysconfig
 from dataclasses import dataclass
@@ -39,6 +40,11 @@ def python_corpus_files() -> list[Path]:
     sources = sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)
                      and p != topics)
     return [topics] + sources
+
+
+@functools.lru_cache(maxsize=1)
+def _python_texts() -> tuple[str, ...]:
+    return tuple(p.read_text(encoding="utf-8", errors="replace") for p in python_corpus_files())
 
 
 def _read_jsonl(path: Path, key: str) -> list[str]:
@@ -74,7 +80,7 @@ def _read_hf_dataset(path: Path, key: str) -> list[str]:
 def read_texts(source: str, text_key: str = "text") -> list[str]:
     """Documents of a data source: ``python`` (the default corpus), a file or a directory."""
     if source == DEFAULT_CORPUS:
-        return [p.read_text(encoding="utf-8", errors="replace") for p in python_corpus_files()]
+        return list(_python_texts())
     p = Path(source)
     if not p.exists():
         raise UserError(f"data not found: {p} (give a .txt/.jsonl file, a directory, or `python`)")

@@ -72,12 +72,13 @@ class Peak:
 
 
 def device_peak(device, precision: str, gpu: str | None) -> Peak:
-    """Catalog peak of the GPU named or detected; on CPU a measured matmul peak (said so in ``source``)."""
+    """Catalog peak of the GPU named (``--gpu``) or detected; on CPU a measured matmul peak (said so in
+    ``source``), whatever GPU the prediction is for."""
     import torch
 
     from .. import catalog
 
-    if gpu:
+    if gpu and device.type == "cuda":
         g = catalog.gpu(gpu)
         return Peak(g.peak(precision), f"catalog {g.id} {precision} dense peak")
     if device.type == "cuda":
@@ -88,8 +89,10 @@ def device_peak(device, precision: str, gpu: str | None) -> Peak:
             return Peak(g.peak(precision), f"catalog {gid} {precision} dense peak (detected {name})")
         return Peak(float("nan"), f"{name} is not in the catalog (pass --gpu ID); MFU not computed")
     threads = torch.get_num_threads()
-    return Peak(measure_cpu_peak(precision), f"measured {precision} matmul on this CPU ({threads} threads), "
-                                             "not a data-sheet figure")
+    kinds = sorted({"fp32", precision})
+    best = max((measure_cpu_peak(k), k) for k in kinds)
+    return Peak(best[0], f"measured {best[1]} matmul on this CPU ({threads} thread{'s' if threads > 1 else ''}; "
+                         f"best of {'/'.join(kinds)}), not a data-sheet figure")
 
 
 def memory_gib(device) -> float:

@@ -165,10 +165,10 @@ def apply_ac(model: nn.Module, mode: str) -> None:
         model.layers[name] = checkpoint_wrapper(block, **kwargs)
 
 
-def apply_compile(model: nn.Module) -> None:
+def apply_compile(model: nn.Module, backend: str = "inductor") -> None:
     """torch.compile each transformer block (the blocks repeat, so one graph is reused)."""
     for name, block in list(model.layers.items()):
-        model.layers[name] = torch.compile(block)
+        model.layers[name] = torch.compile(block, backend=backend)
 
 
 def precision_dtype(precision: str) -> torch.dtype:
@@ -187,14 +187,15 @@ def apply_fsdp(model: nn.Module, dp_mesh, precision: str, zero: int) -> None:
     fully_shard(model, mesh=dp_mesh, mp_policy=mp, reshard_after_forward=reshard)
 
 
-def parallelize(model: nn.Module, d: Dist, layout: Layout, precision: str, compile: bool) -> nn.Module:
+def parallelize(model: nn.Module, d: Dist, layout: Layout, precision: str, compile: bool,
+                backend: str = "inductor") -> nn.Module:
     """Apply TP, activation checkpointing, compile and FSDP to ``model`` (already on ``d.device``)."""
     mesh = d.mesh
     if mesh is not None and layout.tp > 1:
         apply_tp(model, mesh["tp"], layout.sequence_parallel)
     apply_ac(model, layout.recompute)
     if compile:
-        apply_compile(model)
+        apply_compile(model, backend)
     if mesh is not None and layout.dp > 1:
         apply_fsdp(model, mesh["dp"], precision, layout.zero)
     return model

@@ -47,7 +47,7 @@ def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
         return None, f"prediction skipped: megacluster.estimate is not available ({e})"
     from ..specs import StackSpec
 
-    stack = cfg.stack or StackSpec(framework="torchtitan", compile=cfg.compile)
+    stack = StackSpec(framework="torchtitan", compile=cfg.compile)  # what this runtime is
     layout = cfg.layout.model_copy(update={"precision": cfg.precision})
     try:
         est = estimate(cfg.model, make_cluster(gpu_id, n_gpus, cfg.fabric), layout, stack)
@@ -165,7 +165,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     model.to(d.device)
     make_mesh(d, L)
     fsdp = uses_fsdp(d, L)
-    parallelize(model, d, L, cfg.precision, cfg.compile)
+    parallelize(model, d, L, cfg.precision, cfg.compile, cfg.compile_backend)
     dp_rank = d.mesh["dp"].get_local_rank() if d.mesh is not None else 0
 
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -184,13 +184,20 @@ def _run(cfg: TrainConfig, d) -> dict:
         if found is not None:
             path, manifest = found
             st = manifest["state"]
-            if st.get("model") != cfg.model.model_dump():
+            if st.get("model") != cfg.model.model_dump(mode="json"):
                 raise UserError(f"checkpoint {path} holds a different model shape; resume with the same model "
                                 "flags (or start a new --checkpoint-dir)")
             ckpt.load(path, model, opt)
             loader.load_state_dict(st["data"])
             start = int(st["step"])
             log(f"resumed from {path} at step {start}")
+            old_batch = (st.get("layout") or {}).get("global_batch")
+            if old_batch != L.global_batch:
+                log(f"[yellow]warning: global batch {L.global_batch} differs from the checkpoint's {old_batch}; "
+                    "the loss curve will not continue the original one[/]")
+            if st.get("schedule") != _schedule(cfg):
+                log(f"[yellow]warning: the learning-rate schedule differs from the checkpoint's "
+                    f"({st.get('schedule')}); the loss curve will not continue the original one[/]")
 
     gpu_id = cfg.gpu
     if gpu_id is None and d.device.type == "cuda":
@@ -278,7 +285,11 @@ def _run(cfg: TrainConfig, d) -> dict:
 
 
 def _save(ckpt: Checkpointer, step: int, model, opt, loader, cfg: TrainConfig) -> None:
-    state = {"step": step, "data": loader.state_dict(), "model": cfg.model.model_dump(),
-             "layout": cfg.layout.model_dump(),
-             "schedule": {"lr": cfg.lr, "warmup": cfg.warmup, "steps": cfg.steps, "min_lr_ratio": cfg.min_lr_ratio}}
+    state = {"step": step, "data": loader.state_dict(), "model": cfg.model.model_dump(mode="json"),
+             "layout": cfg.layout.model_dump(mode="json"), "schedule": _schedule(cfg)}
     ckpt.save(step, model, opt, state)
+
+
+def _schedule(cfg: TrainConfig) -> dict:
+    return {"lr": cfg.lr, "warmup": cfg.warmup, "steps": cfg.steps, "min_lr_ratio": cfg.min_lr_ratio,
+            "weight_decay": cfg.weight_decay}
