@@ -102,7 +102,7 @@ def test_every_output_field_carries_its_unit():
     r = campaign_from_step(fake_step(), tokens=8.64e11, gpu=catalog.gpu("h100-sxm"), n_gpus=1000,
                            gpus_per_node=8, overrides={"goodput": 1.0})
     unitless = {"model", "gpu", "n_gpus", "site", "tokens", "plan_source", "layout", "goodput", "interruptions",
-                "mfu", "mfu_step_model", "mfu_pinned", "cost_basis", "assumptions", "notes", "scenario",
+                "mfu", "mfu_step_model", "mfu_pinned", "mfu_effective", "cost_basis", "assumptions", "notes", "scenario",
                 "published", "params_total"}
     units = ("days", "_hours", "_s", "_flops", "_per_token", "_w", "_mw", "_mwh", "_liters", "_per_day",
              "_tonnes", "_usd")

@@ -238,7 +238,8 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
 
 def resolve_step(model: ModelSpec, cluster: ClusterSpec, layout: Optional[Layout] = None,
                  stack: Optional[StackSpec] = None, global_batch: Optional[int] = None,
-                 seq_len: Optional[int] = None, pins: Optional[Mapping[str, Any]] = None) -> tuple[Any, str]:
+                 seq_len: Optional[int] = None, pins: Optional[Mapping[str, Any]] = None,
+                 global_batch_bounds: Optional[tuple[int, int]] = None) -> tuple[Any, str]:
     """The step estimate of the plan: the given layout's, or the best searched one. Returns (step, source)."""
     stack = stack or StackSpec()
     if layout is not None:
@@ -253,7 +254,7 @@ def resolve_step(model: ModelSpec, cluster: ClusterSpec, layout: Optional[Layout
 
     kw = dict(pins or {})
     res = search(model, cluster, global_batch=global_batch, seq_len=seq_len or model.seq_len, stack=stack,
-                 top=1, **kw)
+                 top=1, pins=kw, global_batch_bounds=tuple(global_batch_bounds) if global_batch_bounds else None)
     return res.best, "searched"
 
 

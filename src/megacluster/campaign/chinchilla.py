@@ -22,26 +22,27 @@ LLAMA3_SHAPE_SOURCE = ("Llama 3 405B family shape (arXiv 2407.21783 Table 3): d_
 
 
 def dense_llama3_family(n_params: float, name: str = "") -> ModelSpec:
-    """A dense Llama-3-shaped model with about ``n_params`` parameters (width a multiple of 1,024)."""
+    """A dense Llama-3-shaped model with about ``n_params`` parameters.
+
+    The width is the multiple of 1,024 nearest the Llama 3 width-to-depth ratio; the layer count is then
+    chosen to match ``n_params`` (within half a layer).
+    """
     if n_params < 1e8:
         raise UserError(f"cannot shape a model of {n_params:.3g} parameters (at least 1e8)")
 
-    def build(d: int) -> ModelSpec:
-        layers = max(1, round(d * 126 / 16384))
+    def build(d: int, layers: int) -> ModelSpec:
         ffn = int(round(3.25 * d / 256) * 256)
         return ModelSpec(name=name or f"dense-{n_params / 1e9:.0f}b", n_layers=layers, d_model=d,
                          n_heads=d // 128, n_kv_heads=8, head_dim=128, ffn_hidden=ffn, vocab=128256,
                          mlp="swiglu", seq_len=8192, source=LLAMA3_SHAPE_SOURCE)
 
-    best = None
-    for d in range(1024, 1024 * 256, 1024):
-        m = build(d)
-        err = abs(math.log(m.params_total / n_params))
-        if best is None or err < best[0]:
-            best = (err, m)
-        if m.params_total > n_params * 1.5:
-            break
-    return best[1]
+    # at the Llama 3 ratio, params ~ (d * 126/16384) * 11.75 d^2  ->  d ~ (N * 16384 / (126 * 11.75))^(1/3)
+    d = max(1024, int(round((n_params * 16384 / (126 * 11.75)) ** (1 / 3) / 1024)) * 1024)
+    one = build(d, 1)
+    per_layer = build(d, 2).params_total - one.params_total
+    embed = one.params_total - per_layer
+    layers = max(1, int(round((n_params - embed) / per_layer)))
+    return build(d, layers)
 
 
 def flops_per_token(model: ModelSpec) -> float:

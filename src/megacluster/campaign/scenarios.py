@@ -108,19 +108,24 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
             # size to a wall-clock budget: C = GPUs x peak x MFU x days x goodput, iterated on the step MFU
             days = float(co["days"])
             peak = cluster.gpu.peak("bf16")
-            goodput = float(user.get("goodput", 0.0)) or 1.0
-            if "goodput" not in user and reliability:
-                rel = _reliability(cluster.n_gpus, days * 0.9, profile, None, trials, seed)
-                goodput = float(rel.goodput_mean) if rel is not None else 1.0
+            goodput = float(user.get("goodput", 0.0)) or (0.9 if reliability else 1.0)
             mfu = float(user.get("mfu", 0.4))
-            for _ in range(4):
+            model = None
+            for _ in range(5):
+                if "goodput" not in user and reliability:  # goodput of days x goodput failure-free days
+                    rel = _reliability(cluster.n_gpus, days * goodput, profile, model, trials, seed)
+                    goodput = float(rel.goodput_mean) if rel is not None else 1.0
                 budget = cluster.n_gpus * peak * mfu * days * SECONDS_PER_DAY * goodput
-                model, tokens = chinchilla.optimal_for_compute(budget, tpp, mname)
+                model, _ = chinchilla.optimal_for_compute(budget, tpp, mname)
+                tokens = tpp * model.params_total
                 step, _src = resolve_step(model, cluster, global_batch=plan.get("global_batch"),
-                                          seq_len=plan.get("seq_len"), pins=plan.get("pins"))
-                if "mfu" in user or abs(step.mfu - mfu) < 0.005:
+                                          seq_len=plan.get("seq_len"), pins=plan.get("pins"),
+                                          global_batch_bounds=plan.get("global_batch_bounds"))
+                done = "mfu" in user or abs(step.mfu - mfu) < 0.002
+                if "mfu" not in user:
+                    mfu = float(step.mfu)
+                if done:
                     break
-                mfu = float(step.mfu)
             extra["training_flops_budget"] = Assumption(value=budget, unit="FLOP", source=src)
             notes.append(f"sized by Chinchilla (Hoffmann et al. 2022, {tpp:g} tokens/parameter) for {days:g} days at "
                          f"the step model's MFU {mfu:.1%} and goodput {goodput:.1%}")
@@ -129,7 +134,8 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                                           source=src + "; " + chinchilla.LLAMA3_SHAPE_SOURCE)
     if step is None:
         step, plan_src = resolve_step(model, cluster, global_batch=plan.get("global_batch"),
-                                      seq_len=plan.get("seq_len"), pins=plan.get("pins"))
+                                      seq_len=plan.get("seq_len"), pins=plan.get("pins"),
+                                          global_batch_bounds=plan.get("global_batch_bounds"))
     else:
         plan_src = "searched"
     if plan.get("source"):
