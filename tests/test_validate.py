@@ -1,0 +1,166 @@
+"""``megacluster validate``: every published run is predicted end to end, and the JSON has the promised shape.
+
+The accuracy bar (MAPE <= 10%, worst <= 25%) is not asserted here while the step model's constants are being
+tuned; each prediction must be finite and positive and each error consistent with it."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+
+from megacluster import catalog
+from megacluster import cli
+from megacluster.validate import load_runs, validate_runs
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``megacluster ARGV`` in-process: (exit code, stdout, stderr)."""
+    n = len(cli.app.registered_commands)
+    try:
+        cli.main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        if n:   # cli.main registers the commands on every call: keep one set so that calls stay fast
+            del cli.app.registered_commands[n:]
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def result():
+    return validate_runs(load_runs())
+
+
+def test_every_published_run_gets_a_finite_positive_prediction(result):
+    runs = load_runs()
+    assert len(result["runs"]) == len(runs) >= 30
+    assert [r.id for r in result["runs"]] == [r["id"] for r in runs]
+    for r in result["runs"]:
+        assert math.isfinite(r.predicted) and r.predicted > 0, r.id
+        assert r.reference > 0, r.id
+        assert r.error == pytest.approx(r.predicted / r.reference - 1.0), r.id
+
+
+def test_reference_is_the_runs_measured_figure(result):
+    by_id = {r["id"]: r for r in load_runs()}
+    for r in result["runs"]:
+        assert r.reference == pytest.approx(by_id[r.id]["reference"]["tokens_per_s_per_gpu"])
+        assert r.n_gpus == by_id[r.id]["spec"]["n_gpus"]
+        assert r.gpu == by_id[r.id]["spec"]["gpu"]
+
+
+def test_summary_overall_by_generation_and_framework(result):
+    s = result["summary"]
+    errs = [abs(r.error) for r in result["runs"]]
+    assert s["all"]["n"] == len(errs)
+    assert s["all"]["mape"] == pytest.approx(sum(errs) / len(errs))
+    assert s["all"]["max_abs_error"] == pytest.approx(max(errs))
+    gens = {r.generation for r in result["runs"]}
+    fws = {r.framework for r in result["runs"]}
+    assert {"ampere", "hopper"} <= gens
+    assert {"megatron", "torchtitan"} <= fws
+    for g in gens:
+        assert s[f"generation:{g}"]["n"] == sum(r.generation == g for r in result["runs"])
+    for f in fws:
+        assert s[f"framework:{f}"]["n"] == sum(r.framework == f for r in result["runs"])
+
+
+def test_searched_micro_batch_fits_where_the_spec_leaves_it_open(result):
+    by_id = {r["id"]: r for r in load_runs()}
+    for r in result["runs"]:
+        spec = by_id[r.id]["spec"]
+        if spec.get("micro_batch"):
+            assert r.micro_batch == spec["micro_batch"], r.id
+        else:
+            assert r.micro_batch >= 1
+
+
+def _subset_file(tmp_path, n=3):
+    data = catalog.load("runs")
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump({"runs": data["runs"][:n]}))
+    return path, data["runs"][:n]
+
+
+def test_cli_json_shape(tmp_path, capsys):
+    path, runs = _subset_file(tmp_path)
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert {"runs", "mape", "max_abs_error"} <= set(d)
+    assert [r["id"] for r in d["runs"]] == [r["id"] for r in runs]
+    for r in d["runs"]:
+        assert {"id", "reference", "predicted", "error"} <= set(r)
+        assert r["predicted"] > 0 and math.isfinite(r["error"])
+    errs = [abs(r["error"]) for r in d["runs"]]
+    assert d["mape"] == pytest.approx(sum(errs) / len(errs))
+    assert d["max_abs_error"] == pytest.approx(max(errs))
+
+
+def test_cli_json_runs_file_in_json_format(tmp_path, capsys):
+    data = catalog.load("runs")
+    path = tmp_path / "runs.json"
+    path.write_text(json.dumps({"runs": data["runs"][:1]}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path), "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["runs"]) == 1
+
+
+def test_cli_table_prints_runs_and_mape(tmp_path, capsys):
+    path, runs = _subset_file(tmp_path, 2)
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path))
+    assert code == 0, err
+    for r in runs:
+        assert r["id"] in out
+    assert "MAPE" in out and "all runs" in out
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("runs: [\n  - id: x\n   bad: indent\n", "malformed YAML"),
+    ("just a string\n", "runs"),
+    ("runs: 3\n", "runs"),
+    ("runs:\n- id: x\n", "spec"),
+    ("runs: []\n", "empty"),
+])
+def test_malformed_runs_files_are_one_line_errors(tmp_path, capsys, text, needle):
+    path = tmp_path / "runs.yaml"
+    path.write_text(text)
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path))
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err
+    assert "Traceback" not in err and out == ""
+
+
+def test_malformed_json_runs_file(tmp_path, capsys):
+    path = tmp_path / "runs.json"
+    path.write_text('{"runs": [}')
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path))
+    assert code == 2 and "malformed JSON" in err and err.count("\n") == 1
+
+
+def test_missing_runs_file(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "validate", "--runs", str(tmp_path / "nope.yaml"))
+    assert code == 2 and "not found" in err
+
+
+def test_run_with_unknown_gpu_names_the_nearest(tmp_path, capsys):
+    run = dict(catalog.load("runs")["runs"][0])
+    run["spec"] = {**run["spec"], "gpu": "a100-80"}
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump({"runs": [run]}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path))
+    assert code == 2 and "a100-80gb" in err and err.count("\n") == 1
+
+
+def test_run_without_reference(tmp_path, capsys):
+    run = dict(catalog.load("runs")["runs"][0])
+    run.pop("reference")
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump({"runs": [run]}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path))
+    assert code == 2 and "reference.tokens_per_s_per_gpu" in err
