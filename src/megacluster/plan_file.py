@@ -1,0 +1,141 @@
+"""Plan files: a model, a cluster, a layout and a software stack, saved as YAML by ``megacluster plan --out``
+and read back by ``megacluster estimate --plan`` (and by training).
+
+Format (every key but ``layout`` and ``stack`` is a scalar)::
+
+    model: llama3.1-405b          # catalog id, or a path to a config.json / model YAML
+    gpu: h100-sxm
+    gpus: 16384
+    fabric: roce
+    nic_gbps: 400
+    nics_per_node: 8
+    gpus_per_node: 8
+    layout: {tp: 8, pp: 16, dp: 128, cp: 1, ep: 1, vp: 1, micro_batch: 1, global_batch: 2048, seq_len: 8192,
+             sequence_parallel: true, recompute: none, zero: 1, precision: bf16}
+    stack: {framework: megatron, compile: false, async_tp: false, fp8_recipe: null}
+    predicted: {...}              # optional, written for the reader; ignored when loading
+
+A relative model path is taken relative to the plan file's folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from . import catalog
+from .cluster import make_cluster
+from .errors import UserError
+from .layout_check import layout_problems
+from .specs import ClusterSpec, Layout, ModelSpec, StackSpec
+
+REQUIRED = ("model", "gpu", "gpus", "layout")
+OPTIONAL = ("fabric", "nic_gbps", "nics_per_node", "gpus_per_node", "nvlink_domain", "stack", "predicted")
+
+
+class Plan(BaseModel):
+    """A loaded plan: everything ``estimate`` needs."""
+
+    model: ModelSpec
+    model_name: str
+    cluster: ClusterSpec
+    layout: Layout
+    stack: StackSpec
+
+
+def plan_dict(model_name: str, cluster: ClusterSpec, layout: Layout, stack: Optional[StackSpec] = None,
+              estimate: Any = None) -> dict[str, Any]:
+    """The plan as the plain mapping written to YAML."""
+    node = cluster.node
+    d: dict[str, Any] = {"model": str(model_name), "gpu": cluster.gpu.id, "gpus": int(cluster.n_gpus),
+                         "fabric": cluster.fabric.id, "nic_gbps": float(node.nic_gbps),
+                         "nics_per_node": int(node.nics_per_node), "gpus_per_node": int(node.gpus_per_node)}
+    if node.nvlink_domain != node.gpus_per_node:
+        d["nvlink_domain"] = int(node.nvlink_domain)
+    d["layout"] = layout.model_dump()
+    d["stack"] = (stack or StackSpec()).model_dump()
+    if estimate is not None:
+        d["predicted"] = {"step_time_s": float(estimate.step_time_s), "mfu": float(estimate.mfu),
+                          "tokens_per_s_per_gpu": float(estimate.tokens_per_s_per_gpu),
+                          "memory_gib_per_gpu": float(estimate.memory_gib_per_gpu)}
+    return d
+
+
+def save_plan(path: str | Path, model_name: str, cluster: ClusterSpec, layout: Layout,
+              stack: Optional[StackSpec] = None, estimate: Any = None) -> Path:
+    """Write a plan YAML. ``model_name`` is what ``load_plan`` passes to :func:`catalog.model` (catalog id or
+    path); ``estimate`` (a StepEstimate), when given, is recorded under ``predicted`` for the reader."""
+    p = Path(path)
+    text = "# megacluster plan (read by `megacluster estimate --plan`)\n" + yaml.safe_dump(
+        plan_dict(model_name, cluster, layout, stack, estimate), sort_keys=False, default_flow_style=False)
+    try:
+        p.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write plan {p}: {e.strerror or e}") from None
+    return p
+
+
+def _model(name: Any, where: Path) -> ModelSpec:
+    if not isinstance(name, str) or not name.strip():
+        raise UserError(f"{where}: model: expected a catalog id or a path, got {name!r}")
+    if name.endswith((".json", ".yaml", ".yml")) or "/" in name:
+        p = Path(name).expanduser()
+        if not p.is_absolute() and not p.exists() and (where.parent / p).exists():
+            name = str(where.parent / p)
+    try:
+        return catalog.model(name)
+    except UserError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def load_plan(path: str | Path) -> Plan:
+    """Read and check a plan file; anything malformed or inconsistent is a one-line UserError."""
+    p = Path(path)
+    data = catalog.read_yaml_or_json(p)
+    if not isinstance(data, dict):
+        raise UserError(f"{p}: expected a mapping with keys {', '.join(REQUIRED)} (a file from `megacluster plan "
+                        f"--out`)")
+    unknown = [k for k in data if k not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise UserError(f"{p}: unknown key {unknown[0]!r} (plan keys: {', '.join(REQUIRED + OPTIONAL)})")
+    missing = [k for k in REQUIRED if data.get(k) is None]
+    if missing:
+        raise UserError(f"{p}: missing {missing[0]!r} (plan keys: {', '.join(REQUIRED)} are required)")
+    model = _model(data["model"], p)
+    for k in ("gpus", "nics_per_node", "gpus_per_node", "nvlink_domain"):
+        v = data.get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            raise UserError(f"{p}: {k}: expected a positive whole number, got {v!r}")
+    nic = data.get("nic_gbps")
+    if nic is not None and (isinstance(nic, bool) or not isinstance(nic, (int, float)) or nic <= 0):
+        raise UserError(f"{p}: nic_gbps: expected a positive number, got {nic!r}")
+    for k in ("gpu", "fabric"):
+        if data.get(k) is not None and not isinstance(data[k], str):
+            raise UserError(f"{p}: {k}: expected a catalog id, got {data[k]!r}")
+    try:
+        cluster = make_cluster(data["gpu"], data["gpus"], fabric=data.get("fabric"), nic_gbps=nic,
+                               nics_per_node=data.get("nics_per_node"), gpus_per_node=data.get("gpus_per_node"),
+                               nvlink_domain=data.get("nvlink_domain"))
+    except UserError as e:
+        raise UserError(f"{p}: {e}") from None
+    except ValidationError as e:
+        raise UserError(catalog.validation_message(e, f"{p}: cluster")) from None
+    for k in ("layout", "stack"):
+        if data.get(k) is not None and not isinstance(data[k], dict):
+            raise UserError(f"{p}: {k}: expected a mapping of fields, got {data[k]!r}")
+    try:
+        layout = Layout(**data["layout"])
+    except ValidationError as e:
+        raise UserError(catalog.validation_message(e, f"{p}: layout")) from None
+    try:
+        stack = StackSpec(**(data.get("stack") or {}))
+    except ValidationError as e:
+        raise UserError(catalog.validation_message(e, f"{p}: stack")) from None
+    catalog.stack_constants(stack.framework)       # unknown framework: UserError naming the nearest
+    probs = layout_problems(model, cluster, layout)
+    if probs:
+        raise UserError(f"{p}: layout: {probs[0]}")
+    return Plan(model=model, model_name=data["model"], cluster=cluster, layout=layout, stack=stack)
