@@ -63,6 +63,14 @@ ROWS: list[tuple[str, Callable[[CampaignResult], Optional[str]], str]] = [
 ]
 
 
+def _short(text: str, limit: int = 220) -> str:
+    """A source cut to ``limit`` characters at a word boundary."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
 def _header(r: CampaignResult, title: Optional[str]) -> str:
     lay = r.layout
     keys = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len")
@@ -94,12 +102,16 @@ def print_campaign(r: CampaignResult, console: Console, title: Optional[str] = N
             p.add_row(k, pub, _num(c["modelled"]), "[green]yes[/green]" if c["within"] else "[red]no[/red]",
                       c["source"])
         console.print(p)
-    a = Table(title="Assumptions (override with flags or --set NAME=VALUE)")
-    for c in ("name", "value", "unit", "source"):
-        a.add_column(c, overflow="fold")
+    a = Table(title="Assumptions (override with flags or --set NAME=VALUE; full sources in --json)")
+    a.add_column("name", overflow="fold")
+    a.add_column("value", overflow="fold", max_width=26)
+    a.add_column("unit", overflow="fold", max_width=16)
+    a.add_column("source", overflow="fold", ratio=1)
+    prev = None
     for k, v in r.assumptions.items():
         val = v.value if isinstance(v.value, str) else _num(float(v.value))
-        a.add_row(k, str(val), v.unit, v.source)
+        a.add_row(k, str(val), v.unit, "(as above)" if v.source == prev else _short(v.source))
+        prev = v.source
     console.print(a)
     for n in r.notes:
         console.print(f"note: {n}")

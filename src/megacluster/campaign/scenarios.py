@@ -152,10 +152,11 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
     r.scenario = name
     r.notes = notes + r.notes
     r.published = comparisons(r, sc.get("published") or {})
-    mb = r.published.get("mfu")
-    if mb and not r.mfu_pinned and not mb["within"]:
-        r.notes.append(f"the step model's MFU {r.mfu:.1%} is outside the published {mb['low']:.0%}-{mb['high']:.0%}"
-                       " (reported, not forced; --mfu pins it)")
+    for key, what in (("mfu", "MFU"), ("mfu_effective", "MFU over the wall clock")):
+        mb = r.published.get(key)
+        if mb and not r.mfu_pinned and not mb["within"]:
+            r.notes.append(f"the step model's {what} {mb['modelled']:.1%} is outside the published "
+                           f"{mb['low']:.0%}-{mb['high']:.0%} (reported, not forced; --mfu pins it)")
     return r
 
 
