@@ -134,7 +134,10 @@ def load_plan(path: str | Path) -> Plan:
         stack = StackSpec(**(data.get("stack") or {}))
     except ValidationError as e:
         raise UserError(catalog.validation_message(e, f"{p}: stack")) from None
-    catalog.stack_constants(stack.framework)       # unknown framework: UserError naming the nearest
+    try:
+        catalog.stack_constants(stack.framework)   # unknown framework: UserError naming the nearest
+    except UserError as e:
+        raise UserError(f"{p}: stack: {e}") from None
     probs = layout_problems(model, cluster, layout)
     if probs:
         raise UserError(f"{p}: layout: {probs[0]}")
