@@ -92,8 +92,11 @@ def estimate_cmd(
 
     p = read_plan(plan) if plan else Plan()
     spec = resolve_model(_pick(model, p.model))
-    cluster = resolve_cluster(_pick(gpu, p.gpu), _pick(gpus, p.gpus), **{**p.cluster, **_given(
-        fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node, gpus_per_node=gpus_per_node)})
+    given = _given(fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node, gpus_per_node=gpus_per_node)
+    planned = dict(p.cluster)
+    if "gpus_per_node" in given:
+        planned.pop("nvlink_domain", None)      # the plan's NVLink domain was its node's
+    cluster = resolve_cluster(_pick(gpu, p.gpu), _pick(gpus, p.gpus), **{**planned, **given})
     stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack)
     flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
                  seq_len=seq_len, recompute=recompute, zero=zero, precision=precision,
@@ -194,6 +197,10 @@ def plan_cmd(
                                                   help="tokens per step (instead of --global-batch)"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="tokens per sequence (default: the "
                                           "model's)"),
+    global_batch_min: Optional[int] = typer.Option(None, "--global-batch-min", help="lowest global batch a "
+                                                   "layout may take (with --global-batch-max)"),
+    global_batch_max: Optional[int] = typer.Option(None, "--global-batch-max", help="highest global batch a "
+                                                   "layout may take"),
     top: int = typer.Option(5, "--top", help="how many layouts to show"),
     tp: Optional[int] = typer.Option(None, "--tp", help="pin the tensor-parallel degree"),
     pp: Optional[int] = typer.Option(None, "--pp", help="pin the pipeline degree"),
@@ -205,8 +212,10 @@ def plan_cmd(
     recompute: Optional[str] = typer.Option(None, "--recompute", help="pin recompute: none, selective, full"),
     zero: Optional[int] = typer.Option(None, "--zero", help="pin the ZeRO stage (3 = FSDP)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="pin the precision: bf16, fp16, fp8"),
-    headroom: Optional[float] = typer.Option(None, "--headroom",
-                                             help="memory to keep free per GPU, GiB"),
+    headroom: Optional[float] = typer.Option(None, "--headroom", help="fraction of GPU memory to keep free "
+                                             "(e.g. 0.1)"),
+    tp_across_nodes: bool = typer.Option(False, "--tp-across-nodes", help="let TP span more than one NVLink "
+                                         "domain"),
     sweep_gpus: Optional[str] = typer.Option(None, "--sweep-gpus", help="scaling study over GPU counts, e.g. "
                                              "1024,4096,16384,100000"),
     fabric: Optional[str] = _FABRIC,
@@ -230,7 +239,19 @@ def plan_cmd(
              cluster_flags=_given(fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
                                   gpus_per_node=gpus_per_node),
              stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe),
-             out=out, json_out=json_out)
+             out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
+             tp_across_nodes=tp_across_nodes)
+
+
+def _bounds(lo: Optional[int], hi: Optional[int]) -> Optional[tuple[int, int]]:
+    if lo is None and hi is None:
+        return None
+    if lo is None or hi is None:
+        raise UserError("give both --global-batch-min and --global-batch-max")
+    if lo < 1 or hi < lo:
+        raise UserError(f"global batch bounds must satisfy 1 <= --global-batch-min <= --global-batch-max, "
+                        f"got {lo} and {hi}")
+    return lo, hi
 
 
 def register(app: typer.Typer) -> None:

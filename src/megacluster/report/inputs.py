@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from .. import catalog
 from ..cluster import make_cluster
@@ -40,25 +40,6 @@ def positive(flag: str, value: Any) -> None:
         raise UserError(f"{flag} must be positive, got {value}")
 
 
-def _field(obj: Any, key: str) -> Any:
-    """A field of a plan object, whether it is a pydantic model, an object with attributes or a dict."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(key)
-    return getattr(obj, key, None)
-
-
-def _as_dict(obj: Any) -> dict:
-    if obj is None:
-        return {}
-    if isinstance(obj, BaseModel):
-        return obj.model_dump()
-    if isinstance(obj, dict):
-        return dict(obj)
-    return dict(vars(obj))
-
-
 @dataclass
 class Plan:
     """What a plan file holds, as plain values (flags given on the command line override them)."""
@@ -66,33 +47,21 @@ class Plan:
     model: Any = None            # catalog id, path or ModelSpec
     gpu: Any = None              # catalog id or GPUSpec
     gpus: Optional[int] = None
-    cluster: dict = field(default_factory=dict)      # fabric, nic_gbps, nics_per_node, gpus_per_node
+    cluster: dict = field(default_factory=dict)      # fabric, nic_gbps, nics_per_node, gpus_per_node, nvlink_domain
     layout: dict = field(default_factory=dict)
     stack: dict = field(default_factory=dict)
 
 
 def read_plan(path: Path | str) -> Plan:
-    """Read a plan file through :func:`megacluster.plan_file.load_plan`."""
-    try:
-        from ..plan_file import load_plan
-    except ImportError:  # pragma: no cover - plan_file ships with the package
-        raise UserError("reading plan files needs megacluster.plan_file, which this installation lacks") from None
+    """Read a plan file (:func:`megacluster.plan_file.load_plan`, which checks it) into plain values."""
+    from ..plan_file import load_plan
+
     p = load_plan(path)
-    gpu = _field(p, "gpu")
-    cluster_obj = _field(p, "cluster")
-    out = Plan(model=_field(p, "model"), gpu=gpu, gpus=_field(p, "gpus") or _field(p, "n_gpus"),
-               layout=_as_dict(_field(p, "layout")), stack=_as_dict(_field(p, "stack")))
-    if isinstance(cluster_obj, ClusterSpec):      # a plan that carries its whole cluster
-        out.gpu = out.gpu or cluster_obj.gpu
-        out.gpus = out.gpus or cluster_obj.n_gpus
-        out.cluster = {"fabric": cluster_obj.fabric.id, "nic_gbps": cluster_obj.node.nic_gbps,
-                       "nics_per_node": cluster_obj.node.nics_per_node,
-                       "gpus_per_node": cluster_obj.node.gpus_per_node}
-    for k in CLUSTER_FLAGS:
-        v = _field(p, k)
-        if v is not None:
-            out.cluster[k] = v
-    return out
+    c = p.cluster
+    return Plan(model=p.model, gpu=c.gpu, gpus=c.n_gpus,
+                cluster={"fabric": c.fabric.id, "nic_gbps": c.node.nic_gbps, "nics_per_node": c.node.nics_per_node,
+                         "gpus_per_node": c.node.gpus_per_node, "nvlink_domain": c.node.nvlink_domain},
+                layout=p.layout.model_dump(), stack=p.stack.model_dump())
 
 
 def resolve_model(model: Any) -> ModelSpec:
@@ -104,7 +73,8 @@ def resolve_model(model: Any) -> ModelSpec:
 
 
 def resolve_cluster(gpu: Any, gpus: Optional[int], fabric: Optional[str] = None, nic_gbps: Optional[float] = None,
-                    nics_per_node: Optional[int] = None, gpus_per_node: Optional[int] = None) -> ClusterSpec:
+                    nics_per_node: Optional[int] = None, gpus_per_node: Optional[int] = None,
+                    nvlink_domain: Optional[int] = None) -> ClusterSpec:
     if gpu is None:
         raise UserError("--gpu is required (a catalog id such as h100-sxm; `megacluster catalog gpus` lists them)")
     if gpus is None:
@@ -112,7 +82,7 @@ def resolve_cluster(gpu: Any, gpus: Optional[int], fabric: Optional[str] = None,
     positive("--gpus", gpus)
     g = gpu if not isinstance(gpu, str) else catalog.gpu(gpu)
     return make_cluster(g, int(gpus), fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
-                        gpus_per_node=gpus_per_node)
+                        gpus_per_node=gpus_per_node, nvlink_domain=nvlink_domain)
 
 
 def resolve_stack(framework: Optional[str] = None, compile: Optional[bool] = None, async_tp: Optional[bool] = None,

@@ -1,9 +1,9 @@
 """Rich tables of one predicted step (:class:`megacluster.estimate.StepEstimate`): rates, memory per GPU,
-time per step; and the ranked layouts of a plan. Formatting only: every figure comes from the estimate."""
+time per step, phases. Formatting only: every figure comes from the estimate."""
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from rich.table import Table
 
@@ -141,33 +141,6 @@ def phases_table(est) -> Table:
 def estimate_tables(est) -> list[Table]:
     """Everything ``megacluster estimate`` prints for one step."""
     return [summary_table(est), memory_table(est), time_table(est), phases_table(est)]
-
-
-def slower_because(est, best) -> str:
-    """Why ``est`` is slower than ``best``, in one line: the components that grew the most."""
-    diff = {k: est.time_s.get(k, 0.0) - best.time_s.get(k, 0.0) for k in set(est.time_s) | set(best.time_s)}
-    labels = {k: label for _, items in TIME_GROUPS for k, label in items}
-    worse = sorted((d, k) for k, d in diff.items() if d > 0)[::-1][:2]
-    gap = est.step_time_s - best.step_time_s
-    if gap <= 0:
-        return "as fast as the best"
-    if not worse:
-        return f"+{fmt_seconds(gap)}"
-    parts = [f"{labels.get(k, k)} +{fmt_seconds(d)}" for d, k in worse]
-    return f"+{fmt_seconds(gap)} ({gap / best.step_time_s:.1%}): " + ", ".join(parts)
-
-
-def ranking_table(estimates: Sequence, title: str = "best layouts") -> Table:
-    """Ranked layouts with step time, MFU, memory and why each runner-up is slower than the first."""
-    t = Table(title=title, title_justify="left")
-    for col, just in (("#", "right"), ("layout", "left"), ("step", "right"), ("tokens/s/GPU", "right"),
-                      ("MFU", "right"), ("GiB/GPU", "right"), ("vs best", "left")):
-        t.add_column(col, justify=just)
-    best = estimates[0] if estimates else None
-    for i, e in enumerate(estimates, 1):
-        t.add_row(str(i), layout_label(e.layout), fmt_seconds(e.step_time_s), f"{e.tokens_per_s_per_gpu:,.1f}",
-                  f"{e.mfu:.1%}", f"{e.memory_gib_per_gpu:.1f}", "best" if i == 1 else slower_because(e, best))
-    return t
 
 
 def kv_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:

@@ -1,0 +1,200 @@
+"""``megacluster plan``: run :func:`megacluster.search.search` (or ``sweep``) from command-line values, show a
+progress bar when the search runs longer than a second, print the ranked layouts or the scaling study, and save
+the best plan."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import UserError
+from .inputs import PRECISION_CHOICES, RECOMPUTE_CHOICES, choice, positive, resolve_cluster, resolve_model, \
+    resolve_stack
+from .tables import estimate_tables, fmt_seconds, layout_label
+
+PROGRESS_AFTER_S = 1.0
+
+
+class SearchProgress:
+    """``progress(done, total)`` callback: a rich bar on stderr once the search has run for a second (only
+    when stderr is a terminal, so that logs and pipes stay clean)."""
+
+    def __init__(self, label: str, enabled: Optional[bool] = None, after_s: float = PROGRESS_AFTER_S):
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.after_s = after_s
+        self.t0 = time.perf_counter()
+        self.bar: Optional[Progress] = None
+        self.task = None
+        self.calls = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.calls += 1
+        if not self.enabled:
+            return
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < self.after_s:
+                return
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.completed:,}/{task.total:,} layouts"), TimeElapsedColumn(),
+                                console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.label, total=total)
+        self.bar.update(self.task, completed=done, total=total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``"1024,4096,16k,100000"`` -> GPU counts (``k`` = 1,000; ``Ki`` = 1,024)."""
+    sizes = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        mult = 1
+        low = part.lower()
+        if low.endswith("ki"):
+            mult, part = 1024, part[:-2]
+        elif low.endswith("k"):
+            mult, part = 1000, part[:-1]
+        try:
+            n = int(part.replace("_", "")) * mult
+        except ValueError:
+            raise UserError(f"--sweep-gpus: {part!r} is not a number of GPUs (write e.g. 1024,4096,16384)") from None
+        if n <= 0:
+            raise UserError(f"--sweep-gpus: GPU counts must be positive, got {n}")
+        sizes.append(n)
+    if not sizes:
+        raise UserError("--sweep-gpus needs GPU counts, e.g. 1024,4096,16384")
+    return sizes
+
+
+def _check_pins(pins: dict[str, Any]) -> None:
+    for k in ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch"):
+        positive("--" + k.replace("_", "-"), pins.get(k))
+    if pins.get("zero") is not None and not 0 <= pins["zero"] <= 3:
+        raise UserError(f"--zero must be 0, 1, 2 or 3 (3 = FSDP), got {pins['zero']}")
+    choice("--recompute", pins.get("recompute"), RECOMPUTE_CHOICES)
+    choice("--precision", pins.get("precision"), PRECISION_CHOICES)
+
+
+def _console() -> Console:
+    import os
+
+    con = Console()
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con = Console(width=140)
+    return con
+
+
+def ranking_table(res) -> Table:
+    t = Table(title=f"best layouts of {res.searched:,} searched ({res.feasible:,} fit in memory), "
+                    f"in {res.seconds:.2f} s", title_justify="left")
+    for col, just in (("#", "right"), ("layout", "left"), ("step", "right"), ("tokens/s/GPU", "right"),
+                      ("MFU", "right"), ("GiB/GPU", "right"), ("why slower than #1", "left")):
+        t.add_column(col, justify=just)
+    for i, e in enumerate(res.top):
+        why = "" if i == 0 else res.why_slower[i - 1].split(": ", 1)[-1]
+        t.add_row(str(i + 1), layout_label(e.layout), fmt_seconds(e.step_time_s), f"{e.tokens_per_s_per_gpu:,.1f}",
+                  f"{e.mfu:.1%}", f"{e.memory_gib_per_gpu:.1f}", why)
+    return t
+
+
+def sweep_table(res) -> Table:
+    t = Table(title=f"{res.model} on {res.gpu}: best layout by cluster size (sequence {res.seq_len:,}), "
+                    f"in {res.seconds:.2f} s", title_justify="left")
+    for col, just in (("GPUs", "right"), ("best layout", "left"), ("MFU", "right"), ("step", "right"),
+                      ("days / 1T tokens", "right"), ("where efficiency falls, and why", "left")):
+        t.add_column(col, justify=just)
+    for r in res.rows:
+        if r.best is None:
+            t.add_row(f"{r.n_gpus:,}", "[red]nothing fits[/red]", "", "", "", r.reason)
+            continue
+        t.add_row(f"{r.n_gpus:,}", layout_label(r.best.layout), f"{r.mfu:.1%}", fmt_seconds(r.step_time_s),
+                  f"{r.days_per_trillion_tokens:,.2f}", r.reason)
+    return t
+
+
+def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], global_batch: Optional[int],
+             tokens_per_step: Optional[int], seq_len: Optional[int], top: int, pins: dict[str, Any],
+             headroom: Optional[float], sweep_gpus: Optional[str], cluster_flags: dict[str, Any],
+             stack_flags: dict[str, Any], out: Optional[Path], json_out: bool,
+             global_batch_bounds: Optional[tuple[int, int]] = None, tp_across_nodes: bool = False) -> None:
+    from ..search import search, sweep
+
+    spec = resolve_model(model)
+    if gpu is None:
+        raise UserError("--gpu is required (a catalog id such as h100-sxm; `megacluster catalog gpus` lists them)")
+    positive("--global-batch", global_batch)
+    positive("--tokens-per-step", tokens_per_step)
+    positive("--seq-len", seq_len)
+    positive("--top", top)
+    if global_batch is not None and tokens_per_step is not None:
+        raise UserError("give --global-batch (sequences) or --tokens-per-step, not both")
+    if headroom is not None and not 0.0 <= headroom < 1.0:
+        raise UserError(f"--headroom is the fraction of GPU memory to keep free, in [0, 1); got {headroom}")
+    _check_pins(pins)
+    stack = resolve_stack(**stack_flags)
+    kw = dict(global_batch=global_batch, tokens_per_step=tokens_per_step, seq_len=seq_len, stack=stack,
+              memory_headroom=headroom or 0.0, pins=pins, global_batch_bounds=global_batch_bounds,
+              tp_within_node=not tp_across_nodes)
+
+    if sweep_gpus is not None:
+        if out is not None:
+            raise UserError("--out saves one plan: give --gpus instead of --sweep-gpus")
+        sizes = parse_sizes(sweep_gpus)
+        resolve_cluster(gpu, sizes[0], **cluster_flags)            # bad GPU or cluster flags: fail before searching
+        status = Console(stderr=True).status(f"searching {len(sizes)} cluster sizes") if sys.stderr.isatty() \
+            else None
+        if status:
+            status.start()
+        try:
+            res = sweep(spec, gpu, sizes, **cluster_flags, **kw)
+        finally:
+            if status:
+                status.stop()
+        if json_out:
+            print(json.dumps(res.as_json(), default=float))
+            return
+        con = _console()
+        con.print(sweep_table(res))
+        for note in res.notes:
+            con.print(f"note: {note}")
+        return
+
+    cluster = resolve_cluster(gpu, gpus, **cluster_flags)
+    bar = SearchProgress(f"searching layouts of {spec.name} on {cluster.n_gpus:,} x {cluster.gpu.id}")
+    try:
+        res = search(spec, cluster, top=top, progress=bar, **kw)
+    finally:
+        bar.close()
+    saved = None
+    if out is not None:
+        from ..plan_file import save_plan
+
+        saved = save_plan(out, str(model), cluster, res.best.layout, stack, estimate=res.best)
+    if json_out:
+        d = res.as_json()
+        if saved is not None:
+            d["saved"] = str(saved)
+        print(json.dumps(d, default=float))
+        return
+    con = _console()
+    con.print(ranking_table(res))
+    for note in res.notes:
+        con.print(f"note: {note}")
+    con.print(f"\n[bold]best layout[/bold]: {layout_label(res.best.layout)}")
+    for t in estimate_tables(res.best):
+        con.print(t)
+    if saved is not None:
+        con.print(f"plan saved to {saved} (read it back with `megacluster estimate --plan {saved}`)")
