@@ -101,6 +101,8 @@ def test_keyword_and_list_pins_and_lifted_prunes():
     (dict(tp=0), "positive integer"),
     (dict(recompute="most"), "none, selective or full"),
     (dict(zero=4), "ZeRO stage"),
+    (dict(zero="x"), "ZeRO stage"),
+    (dict(recompute=1.5), "none, selective or full"),
     (dict(precision="int4"), "bf16, fp16 or fp8"),
     (dict(ep=2), "dense model"),
     (dict(pp=9), "more than the model's 8 layers"),

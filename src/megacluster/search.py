@@ -99,11 +99,18 @@ def layout_label(L: Layout) -> str:
     return " ".join(parts)
 
 
-def _ints(key: str, v: Any) -> np.ndarray:
-    vals = [v] if isinstance(v, (int, np.integer)) else list(v) if isinstance(v, Iterable) and \
-        not isinstance(v, str) else None
-    if not vals or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1 for x in vals):
-        raise UserError(f"pin {key}={v!r}: expected a positive integer (or a list of them)")
+def _as_list(v: Any) -> list:
+    if isinstance(v, (list, tuple, set, frozenset, np.ndarray)):
+        return list(v)
+    return [v]
+
+
+def _ints(key: str, v: Any, low: int = 1, high: Optional[int] = None) -> np.ndarray:
+    vals = _as_list(v)
+    if not vals or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < low
+                       or (high is not None and x > high) for x in vals):
+        want = "a positive integer" if high is None else f"an integer from {low} to {high}"
+        raise UserError(f"pin {key}={v!r}: expected {want} (or a list of them)")
     return np.unique(np.asarray(vals, dtype=np.int64))
 
 
@@ -118,12 +125,9 @@ def _normalise_pins(pins: dict[str, Any], gpu: GPUSpec) -> dict[str, Any]:
         if k in _DEGREES or k in ("global_batch", "seq_len"):
             out[k] = _ints(k, v)
         elif k == "zero":
-            z = _ints(k, np.asarray(v) + 1) - 1 if not isinstance(v, bool) else None
-            if z is None or z.min() < 0 or z.max() > 3:
-                raise UserError(f"pin zero={v!r}: ZeRO stage must be 0, 1, 2 or 3")
-            out[k] = z
+            out[k] = _ints("zero (ZeRO stage)", v, 0, 3)
         elif k == "recompute":
-            vals = [v] if isinstance(v, (str, int)) else list(v)
+            vals = _as_list(v)
             codes = []
             for x in vals:
                 if isinstance(x, str) and x in RECOMPUTE_NAMES:
@@ -138,7 +142,7 @@ def _normalise_pins(pins: dict[str, Any], gpu: GPUSpec) -> dict[str, Any]:
                 raise UserError(f"pin sequence_parallel={v!r}: expected true or false")
             out[k] = v
         elif k == "precision":
-            vals = [v] if isinstance(v, str) else list(v)
+            vals = _as_list(v)
             bad = [x for x in vals if x not in ("bf16", "fp16", "fp8")]
             if bad:
                 raise UserError(f"pin precision={bad[0]!r}: use bf16, fp16 or fp8")
@@ -220,7 +224,7 @@ class _Space:
             # with one data-parallel shard ZeRO stages differ in nothing real: keep the lowest allowed
             single = out["dp"] * out["cp"] == 1
             keep = ~single | (out["zero"] == self.knobs["zero"].min())
-            yield {k: v[keep] for k, v in out.items()}
+            yield {k: v[keep] for k, v in out.items()}, b * self.n_knobs
 
     @property
     def size(self) -> int:
@@ -394,7 +398,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
     searched = feasible = 0
     smallest = (math.inf, None)
     total = space.size
-    for c in space.chunks():
+    for c, done in space.chunks():
         r = estimate_arrays(model, cluster, stack, _arrays(space, c, seq_len))
         n = len(c["tp"])
         searched += n
@@ -419,7 +423,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
                 idx, key = idx[sel], key[sel]
             kept.append({**{k: c[k][idx] for k in _FIELDS}, "key": key})
         if progress:
-            progress(min(searched, total), total)
+            progress(done, total)
     if not kept:
         raise _nothing_fits(model, cluster, stack, seq_len, target, lo, hi, P, tp_within_node, memory_headroom,
                             smallest, space)
@@ -462,7 +466,7 @@ def _fits_anywhere(model, cluster, stack, seq_len, pins, tp_within_node, cap) ->
         space = build_space(model, cluster, seq_len, 1, 1, 1, pins, tp_within_node, probe=True)
     except UserError:
         return False
-    for c in space.chunks():
+    for c, _ in space.chunks():
         r = estimate_arrays(model, cluster, stack, _arrays(space, c, seq_len))
         if (np.asarray(r["m_total"]) <= cap).any():
             return True
@@ -501,24 +505,26 @@ def _nothing_fits(model, cluster, stack, seq_len, target, lo, hi, P, tp_within_n
     if row is not None:
         where = f" (the smallest footprint found is {mem / GIB:.1f} GiB per GPU, with " \
                 f"{layout_label(_to_layout(space, row, seq_len))})"
-    # does it fit at this size with the pins lifted / the batch relaxed?
-    hints = []
+    cap = g.hbm_gib * GIB * (1 - headroom)
+    restricting = [k for k in P if k not in ("precision", "sequence_parallel", "dp", "global_batch")]
     loose = {k: v for k, v in P.items() if k in ("precision", "sequence_parallel")}
-    if len(loose) < len(P) and _fits_anywhere(model, cluster, stack, seq_len, loose, False, g.hbm_gib * GIB *
-                                              (1 - headroom)):
-        hints.append("lift the pins (" + ", ".join(k for k in P if k not in loose) + ")")
-    n_min = _min_gpus(model, cluster, stack, seq_len, P, tp_within_node, g.hbm_gib * GIB * (1 - headroom))
+    hints = []
+    if restricting and _fits_anywhere(model, cluster, stack, seq_len, loose, tp_within_node, cap):
+        hints.append("lift the pins (" + ", ".join(restricting) + ")")
+    n_min = _min_gpus(model, cluster, stack, seq_len, P, tp_within_node, cap)
     if n_min is not None:
-        hints.append(f"use at least {n_min:,} GPUs (the smallest count 8 x 2^k that fits in memory)")
+        free = _min_gpus(model, cluster, stack, seq_len, loose, tp_within_node, cap) if restricting else n_min
+        hints.append(f"use at least {n_min:,} GPUs (the smallest count 8 x 2^k that fits in memory" +
+                     (f"; {free:,} without the pins)" if free is not None and free < n_min else ")"))
     from . import catalog
     bigger = sorted((catalog.gpu(i) for i in catalog.names("gpus")), key=lambda x: x.hbm_gib)
     bigger = [x for x in bigger if x.hbm_gib > g.hbm_gib]
     if bigger:
-        hints.append(f"a GPU with more memory ({bigger[-1].id}: {bigger[-1].hbm_gib:g} GiB)")
+        hints.append(f"use a GPU with more memory ({bigger[-1].id}: {bigger[-1].hbm_gib:g} GiB)")
     if seq_len > 4096 and "cp" not in P:
-        hints.append("a shorter sequence or --cp")
+        hints.append("use a shorter sequence or pin cp (context parallelism)")
     if headroom:
-        hints.append("less memory headroom")
+        hints.append("keep less memory headroom")
     msg = f"{model.name} does not fit on {cluster.n_gpus:,} x {g.id} ({cap_txt} each) with any layout searched{where}"
     if n_min is None and not bigger:
         return UserError(msg + "; no cluster of up to 8M such GPUs fits it")
