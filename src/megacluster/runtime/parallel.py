@@ -63,8 +63,8 @@ def init_distributed(device: str = "auto") -> Dist:
 def check_layout(layout: Layout, spec: ModelSpec, world: int) -> None:
     """Refuse, with one line, a layout this runtime cannot run on ``world`` processes."""
     if layout.pp > 1 or layout.vp > 1:
-        raise UserError(f"pipeline parallelism (pp={layout.pp}, vp={layout.vp}) is not implemented in the "
-                        f"runtime; {SUPPORTED}")
+        vp = f", vp={layout.vp}" if layout.vp > 1 else ""
+        raise UserError(f"pipeline parallelism (pp={layout.pp}{vp}) is not implemented in the runtime; {SUPPORTED}")
     if layout.cp > 1:
         raise UserError(f"context parallelism (cp={layout.cp}) is not implemented in the runtime; {SUPPORTED}")
     if layout.ep > 1:
