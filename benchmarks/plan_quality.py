@@ -1,8 +1,10 @@
 """Plan quality: for every published run (catalog/data/runs.yaml), search the same model, GPU count, global
 batch, sequence length, precision and software stack, and print the speed-up of the searched best layout over
-the published layout, both as the step model predicts them. The search must never lose (speed-up >= 1.0):
-the published layout is in its space. Then what the search picks for Llama 3.1 405B on 16,384 H100 next to
-Meta's TP8 PP16 DP128.
+the published layout, both as the step model predicts them. The search must never lose (speed-up >= 1.0)
+where the step model says the published layout fits; the "in space" column checks that the published layout
+is one of the candidates the search enumerates, and "memory ignored" repeats the search with unlimited HBM
+(so it may pick the published layout even where the step model says it does not fit). Then what the search
+picks for Llama 3.1 405B on 16,384 H100 next to Meta's TP8 PP16 DP128.
 
     python benchmarks/plan_quality.py [--free-precision]
 
@@ -21,8 +23,26 @@ from megacluster import catalog, validate
 from megacluster.cluster import make_cluster
 from megacluster.errors import UserError
 from megacluster.estimate import estimate
-from megacluster.search import layout_label, search
+from megacluster.layout_check import layout_problems
+from megacluster.search import build_space, layout_label, search
 from megacluster.specs import Layout, StackSpec
+
+
+RC = {"none": 0, "selective": 1, "full": 2}
+
+
+def in_space(model, cluster, s, gb, micro_batch) -> bool:
+    """Whether the published layout is one of the search's candidates (precision pinned to the run's)."""
+    space = build_space(model, cluster, s["seq_len"], gb, gb, gb, {"precision": [s["precision"]]})
+    P, K = space.pairs, space.knobs
+    row = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1, vp=s.get("vp") or 1,
+               micro_batch=micro_batch, global_batch=gb)
+    hit = (P["tp"] == row["tp"])
+    for k, v in row.items():
+        hit = hit & (P[k] == v)
+    knob = (K["recompute"] == RC[s["recompute"]]) & (K["zero"] == (s.get("zero") or 0)) & (
+        K["fp8"] == (s["precision"] == "fp8"))
+    return bool(hit.any() and knob.any())
 
 
 def quality(free_precision: bool = False) -> list[dict]:
@@ -39,7 +59,17 @@ def quality(free_precision: bool = False) -> list[dict]:
             best, err = res.best, ""
         except UserError as e:
             best, err = None, str(e)
-        rows.append({"id": run["id"], "n_gpus": s["n_gpus"], "published": pub.layout, "published_fits": pub.fits,
+        roomy = cluster.model_copy(update={"gpu": cluster.gpu.model_copy(update={"hbm_gib": 1e6})})
+        free_mem = search(model, roomy, global_batch=gb, seq_len=s["seq_len"], stack=stack, top=1, pins=pins).best
+        pub_layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
+                            vp=s.get("vp") or 1, micro_batch=pub.micro_batch, global_batch=gb, seq_len=s["seq_len"],
+                            recompute=s["recompute"], zero=s.get("zero") or 0, precision=s["precision"])
+        problems = layout_problems(model, cluster, pub_layout)
+        rows.append({"in_space": "invalid" if problems else "yes" if in_space(model, cluster, s, gb,
+                                                                                pub.micro_batch) else "NO",
+                     "problem": problems[0] if problems else "",
+                     "speedup_no_memory": free_mem.tokens_per_s_per_gpu / pub.predicted,
+                     "id": run["id"], "n_gpus": s["n_gpus"], "published": pub.layout, "published_fits": pub.fits,
                      "published_tps": pub.predicted, "searched": layout_label(best.layout) if best else err,
                      "search_tps": best.tokens_per_s_per_gpu if best else 0.0,
                      "speedup": best.tokens_per_s_per_gpu / pub.predicted if best else 0.0,
@@ -74,12 +104,12 @@ def main(argv: list[str]) -> int:
     rows = quality(free)
     t = Table(title="Searched best vs published layout (step model), same GPUs, batch, stack"
                     + ("" if free else " and precision"))
-    for c in ("run", "GPUs", "published", "searched best", "speed-up", "s"):
-        t.add_column(c, justify="right" if c in ("GPUs", "speed-up", "s") else "left")
+    for c in ("run", "GPUs", "published", "in space", "searched best", "speed-up", "memory ignored", "s"):
+        t.add_column(c, justify="left" if c in ("run", "published", "searched best") else "right")
     for r in rows:
         flag = "" if r["published_fits"] else " (does not fit)"
-        t.add_row(r["id"], f"{r['n_gpus']:,}", r["published"] + flag, r["searched"], f"{r['speedup']:.3f}",
-                  f"{r['seconds']:.2f}")
+        t.add_row(r["id"], f"{r['n_gpus']:,}", r["published"] + flag, r["in_space"],
+                  r["searched"], f"{r['speedup']:.3f}", f"{r['speedup_no_memory']:.3f}", f"{r['seconds']:.2f}")
     console.print(t)
     sp = [r["speedup"] for r in rows]
     bad = [r["id"] for r in rows if r["speedup"] < 1.0 - 1e-9 and r["published_fits"]]
@@ -87,6 +117,15 @@ def main(argv: list[str]) -> int:
     console.print(f"{len(rows)} runs: speed-up min {min(sp):.3f}, median {statistics.median(sp):.3f}, "
                   f"max {max(sp):.3f}; runs where the search loses to a published layout that fits: "
                   f"{len(bad)} {bad if bad else ''}")
+    sp2 = [r["speedup_no_memory"] for r in rows]
+    missing = [r["id"] for r in rows if r["in_space"] == "NO"]
+    console.print(f"memory ignored: speed-up min {min(sp2):.3f}; published layouts outside the search space: "
+                  f"{len(missing)} {missing if missing else ''}")
+    bad += [r["id"] for r in rows if r["speedup_no_memory"] < 1.0 - 1e-9 or r["in_space"] == "NO"]
+    for r in rows:
+        if r["problem"]:
+            console.print(f"{r['id']}: the published layout breaks a layout rule as the run file gives it: "
+                          f"{r['problem']}")
     unfit = [r["id"] for r in rows if not r["published_fits"]]
     if unfit:
         console.print(f"published layouts the step model says do not fit (the search cannot pick them): {unfit}")

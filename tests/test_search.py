@@ -201,7 +201,7 @@ def _brute(model, cluster, seq, batch, precisions, both_sp=False, stack=StackSpe
     n, nl = cluster.n_gpus, model.n_layers
     cap = cluster.gpu.hbm_gib
     best, arg = math.inf, []
-    cps = [c for c in _divs(n) if seq % c == 0 and seq // c >= 1024] if seq >= 16384 else [1]
+    cps = [c for c in _divs(n) if seq % c == 0 and seq // c >= 1024] if seq >= search_mod.CP_MIN_SEQ else [1]
     for tp in _divs(n):
         if cluster.node.nvlink_domain % tp:
             continue
@@ -306,3 +306,14 @@ def test_sweep_rows_and_reasons():
 def test_sweep_rejects_bad_sizes():
     with pytest.raises(UserError, match="positive"):
         sweep(SMALL, "h100-sxm", [0, 8])
+
+
+def test_progress_and_json():
+    calls = []
+    res = search(catalog.model("gpt3-175b"), make_cluster("h100-sxm", 1024), global_batch=1536, top=3,
+                 progress=lambda done, total: calls.append((done, total)))
+    assert calls and calls[-1][0] == calls[-1][1] and all(a <= b for (a, _), (b, _) in zip(calls, calls[1:]))
+    js = res.as_json()
+    assert set(js) >= {"best", "top", "searched", "feasible", "seconds", "why_slower"}
+    assert js["best"]["tp"] == res.best.layout.tp and js["best"]["step_time_s"] == res.best.step_time_s
+    assert {"mfu", "memory_gib_per_gpu"} <= set(js["best"]) and len(js["top"]) == 3

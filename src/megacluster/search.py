@@ -9,7 +9,8 @@ plus these prunes, each of which a pin lifts:
 * TP stays inside one NVLink domain and divides it (``tp_within_node``);
 * PP divides the layers, or leaves at most 4 stages one layer short (Llama 3 405B: 126 layers on 16 stages);
   interleaving (vp > 1) needs pp*vp to divide the layers, as Megatron's schedule does;
-* CP only for sequences of 16K tokens or more, with at least 1K tokens per rank;
+* CP only for sequences of 8K tokens or more (NeMo runs Llama 3 8B and 70B at 8K with CP2), with at least
+  1K tokens per rank;
 * EP only for mixture-of-experts models;
 * sequence parallelism on whenever TP > 1 (it never costs time or memory in the step model);
 * ZeRO stages are not told apart when there is a single data-parallel rank.
@@ -35,7 +36,7 @@ from .specs import ClusterSpec, GPUSpec, Layout, ModelSpec, StackSpec
 
 DEFAULT_TOKENS_PER_STEP = 4 * 2 ** 20     # 4M tokens per step when neither batch nor tokens are given
 DERIVED_BATCH_SLACK = 0.25                # a derived global batch may move this much to suit dp x micro-batch
-CP_MIN_SEQ = 16384                        # context parallelism is searched from this sequence length on
+CP_MIN_SEQ = 8192                         # context parallelism is searched from this sequence length on
 CP_MIN_TOKENS_PER_RANK = 1024
 PP_MAX_SHORT_STAGES = 4                   # pipeline stages that may hold one layer fewer than the others
 CHUNK = 200_000                           # candidates per estimate_arrays call
