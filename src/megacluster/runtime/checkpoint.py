@@ -22,6 +22,8 @@ import os
 import re
 import shutil
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
@@ -139,6 +141,14 @@ def resolve_resume(resume: str | None, root: Path | None, log=print) -> tuple[Pa
     return path, manifest
 
 
+@contextmanager
+def _single_process_quiet():
+    """DCP warns that it assumes a single process when no process group exists; that is this case."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
 class Checkpointer:
     """Saves and loads model + optimizer (DCP), RNG state (per rank) and a JSON train state, atomically.
 
@@ -180,7 +190,8 @@ class Checkpointer:
             tmp.mkdir()
         self._barrier()
         msd, osd = get_state_dict(model, optimizer)
-        dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
+        with _single_process_quiet():
+            dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
         rng = {"torch": torch.get_rng_state()}
         if self.d.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.d.device)
@@ -220,7 +231,8 @@ class Checkpointer:
 
         msd, osd = get_state_dict(model, optimizer)
         sd = {"model": msd, "optim": osd}
-        dcp.load(sd, checkpoint_id=str(path))
+        with _single_process_quiet():
+            dcp.load(sd, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
         rng_file = path / f"rank_{self.d.rank:05d}.pt"
         if rng_file.is_file():

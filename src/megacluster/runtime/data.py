@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +38,11 @@ def python_corpus_files() -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"])
     topics = Path(pydoc_data.__file__).parent / "topics.py"
     skip = {"site-packages", "dist-packages", "__pycache__"}
-    sources = sorted(p for p in root.rglob("*.py") if not skip.intersection(p.relative_to(root).parts)
-                     and p != topics)
-    return [topics] + sources
+    sources = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d not in skip]  # never descend into installed packages
+        sources.extend(Path(dirpath) / f for f in filenames if f.endswith(".py"))
+    return [topics] + sorted(p for p in sources if p != topics)
 
 
 @functools.lru_cache(maxsize=1)
