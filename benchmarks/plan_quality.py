@@ -6,9 +6,10 @@ is one of the candidates the search enumerates, and "memory ignored" repeats the
 (so it may pick the published layout even where the step model says it does not fit). Then what the search
 picks for Llama 3.1 405B on 16,384 H100 next to Meta's TP8 PP16 DP128.
 
-    python benchmarks/plan_quality.py [--free-precision]
+    python benchmarks/plan_quality.py [--free-precision] [--cp-min-seq 8192]
 
-``--free-precision`` also lets the search choose fp8 where the published run trained in 16 bits.
+``--free-precision`` also lets the search choose fp8 where the published run trained in 16 bits;
+``--cp-min-seq`` searches context parallelism from that sequence length (default: the search's, 16K).
 """
 
 from __future__ import annotations
@@ -24,16 +25,17 @@ from megacluster.cluster import make_cluster
 from megacluster.errors import UserError
 from megacluster.estimate import estimate
 from megacluster.layout_check import layout_problems
-from megacluster.search import build_space, layout_label, search
+from megacluster.search import CP_MIN_SEQ, build_space, layout_label, search
 from megacluster.specs import Layout, StackSpec
 
 
 RC = {"none": 0, "selective": 1, "full": 2}
 
 
-def in_space(model, cluster, s, gb, micro_batch) -> bool:
+def in_space(model, cluster, s, gb, micro_batch, cp_min_seq=CP_MIN_SEQ) -> bool:
     """Whether the published layout is one of the search's candidates (precision pinned to the run's)."""
-    space = build_space(model, cluster, s["seq_len"], gb, gb, gb, {"precision": [s["precision"]]})
+    space = build_space(model, cluster, s["seq_len"], gb, gb, gb, {"precision": [s["precision"]]},
+                        cp_min_seq=cp_min_seq)
     P, K = space.pairs, space.knobs
     row = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1, vp=s.get("vp") or 1,
                micro_batch=micro_batch, global_batch=gb)
@@ -45,7 +47,7 @@ def in_space(model, cluster, s, gb, micro_batch) -> bool:
     return bool(hit.any() and knob.any())
 
 
-def quality(free_precision: bool = False) -> list[dict]:
+def quality(free_precision: bool = False, cp_min_seq: int = CP_MIN_SEQ) -> list[dict]:
     rows = []
     for run in validate.load_runs():
         s = run["spec"]
@@ -55,18 +57,23 @@ def quality(free_precision: bool = False) -> list[dict]:
         pins = {} if free_precision else {"precision": s["precision"]}
         t0 = time.perf_counter()
         try:
-            res = search(model, cluster, global_batch=gb, seq_len=s["seq_len"], stack=stack, top=1, pins=pins)
+            res = search(model, cluster, global_batch=gb, seq_len=s["seq_len"], stack=stack, top=1, pins=pins,
+                         cp_min_seq=cp_min_seq)
             best, err = res.best, ""
         except UserError as e:
             best, err = None, str(e)
         roomy = cluster.model_copy(update={"gpu": cluster.gpu.model_copy(update={"hbm_gib": 1e6})})
-        free_mem = search(model, roomy, global_batch=gb, seq_len=s["seq_len"], stack=stack, top=1, pins=pins).best
+        free_mem = search(model, roomy, global_batch=gb, seq_len=s["seq_len"], stack=stack, top=1, pins=pins,
+                          cp_min_seq=cp_min_seq).best
         pub_layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                             vp=s.get("vp") or 1, micro_batch=pub.micro_batch, global_batch=gb, seq_len=s["seq_len"],
                             recompute=s["recompute"], zero=s.get("zero") or 0, precision=s["precision"])
         problems = layout_problems(model, cluster, pub_layout)
-        rows.append({"in_space": "invalid" if problems else "yes" if in_space(model, cluster, s, gb,
-                                                                                pub.micro_batch) else "NO",
+        inside = "invalid" if problems else "yes" if in_space(model, cluster, s, gb, pub.micro_batch,
+                                                              cp_min_seq) else "NO"
+        if inside == "NO" and (s.get("cp") or 1) > 1 and in_space(model, cluster, s, gb, pub.micro_batch, 1):
+            inside = "cp pruned"          # CP below cp_min_seq: in the space with --cp-min-seq
+        rows.append({"in_space": inside,
                      "problem": problems[0] if problems else "",
                      "speedup_no_memory": free_mem.tokens_per_s_per_gpu / pub.predicted,
                      "id": run["id"], "n_gpus": s["n_gpus"], "published": pub.layout, "published_fits": pub.fits,
@@ -77,7 +84,7 @@ def quality(free_precision: bool = False) -> list[dict]:
     return rows
 
 
-def llama_405b(console: Console) -> None:
+def llama_405b(console: Console, cp_min_seq: int = CP_MIN_SEQ) -> None:
     model = catalog.model("llama3.1-405b")
     cluster = make_cluster("h100-sxm", 16384, fabric="roce")
     stack = StackSpec(framework="meta-internal")
@@ -89,9 +96,14 @@ def llama_405b(console: Console) -> None:
     e = estimate(model, cluster, meta, stack)
     t.add_row("Meta published: " + layout_label(meta), f"{e.step_time_s:.2f}", f"{e.mfu:.1%}",
               f"{e.tokens_per_s_per_gpu:,.0f}", f"{e.memory_gib_per_gpu:.1f}", str(e.fits))
-    for pins, name in (({"precision": "bf16"}, "search"), ({"precision": "bf16", "tp": 8, "pp": 16, "dp": 128},
-                                                            "search, Meta's degrees pinned")):
-        r = search(model, cluster, global_batch=2048, seq_len=8192, stack=stack, top=3, pins=pins)
+    for pins, name, cms in (({"precision": "bf16"}, "search", cp_min_seq),
+                            ({"precision": "bf16"}, "search, CP from 8K", 8192),
+                            ({"precision": "bf16", "tp": 8, "pp": 16, "dp": 128}, "search, Meta's degrees pinned",
+                             cp_min_seq)):
+        if name.endswith("8K") and cp_min_seq <= 8192:
+            continue
+        r = search(model, cluster, global_batch=2048, seq_len=8192, stack=stack, top=3, pins=pins,
+                   cp_min_seq=cms)
         for i, b in enumerate(r.top):
             t.add_row(f"{name} #{i + 1}: " + layout_label(b.layout), f"{b.step_time_s:.2f}", f"{b.mfu:.1%}",
                       f"{b.tokens_per_s_per_gpu:,.0f}", f"{b.memory_gib_per_gpu:.1f}", str(b.fits))
@@ -101,7 +113,10 @@ def llama_405b(console: Console) -> None:
 def main(argv: list[str]) -> int:
     console = Console(width=200)
     free = "--free-precision" in argv
-    rows = quality(free)
+    cms = int(argv[argv.index("--cp-min-seq") + 1]) if "--cp-min-seq" in argv else CP_MIN_SEQ
+    console.print(f"context parallelism searched from {cms:,}-token sequences"
+                  + ("; fp8 allowed" if free else ""))
+    rows = quality(free, cms)
     t = Table(title="Searched best vs published layout (step model), same GPUs, batch, stack"
                     + ("" if free else " and precision"))
     for c in ("run", "GPUs", "published", "in space", "searched best", "speed-up", "memory ignored", "s"):
@@ -119,8 +134,10 @@ def main(argv: list[str]) -> int:
                   f"{len(bad)} {bad if bad else ''}")
     sp2 = [r["speedup_no_memory"] for r in rows]
     missing = [r["id"] for r in rows if r["in_space"] == "NO"]
+    pruned = [r["id"] for r in rows if r["in_space"] == "cp pruned"]
     console.print(f"memory ignored: speed-up min {min(sp2):.3f}; published layouts outside the search space: "
-                  f"{len(missing)} {missing if missing else ''}")
+                  f"{len(missing)} {missing if missing else ''}; outside only by the CP prune (cp below "
+                  f"{cms:,} tokens; run with --cp-min-seq 8192): {len(pruned)} {pruned if pruned else ''}")
     bad += [r["id"] for r in rows if r["speedup_no_memory"] < 1.0 - 1e-9 or r["in_space"] == "NO"]
     for r in rows:
         if r["problem"]:
@@ -129,7 +146,7 @@ def main(argv: list[str]) -> int:
     unfit = [r["id"] for r in rows if not r["published_fits"]]
     if unfit:
         console.print(f"published layouts the step model says do not fit (the search cannot pick them): {unfit}")
-    llama_405b(console)
+    llama_405b(console, cms)
     return 1 if bad else 0
 
 

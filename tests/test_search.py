@@ -317,3 +317,12 @@ def test_progress_and_json():
     assert set(js) >= {"best", "top", "searched", "feasible", "seconds", "why_slower"}
     assert js["best"]["tp"] == res.best.layout.tp and js["best"]["step_time_s"] == res.best.step_time_s
     assert {"mfu", "memory_gib_per_gpu"} <= set(js["best"]) and len(js["top"]) == 3
+
+
+def test_cp_searched_from_cp_min_seq():
+    model, cluster = catalog.model("llama3.1-8b"), make_cluster("h100-sxm", 16)
+    default = search(model, cluster, global_batch=32, seq_len=8192, top=200)
+    assert all(e.layout.cp == 1 for e in default.top)
+    wide = search(model, cluster, global_batch=32, seq_len=8192, top=200, cp_min_seq=8192)
+    assert any(e.layout.cp > 1 for e in wide.top) and wide.searched > default.searched
+    assert wide.best.step_time_s <= default.best.step_time_s * (1 + 1e-12)

@@ -9,8 +9,8 @@ plus these prunes, each of which a pin lifts:
 * TP stays inside one NVLink domain and divides it (``tp_within_node``);
 * PP divides the layers, or leaves at most 4 stages one layer short (Llama 3 405B: 126 layers on 16 stages);
   interleaving (vp > 1) needs pp*vp to divide the layers, as Megatron's schedule does;
-* CP only for sequences of 8K tokens or more (NeMo runs Llama 3 8B and 70B at 8K with CP2), with at least
-  1K tokens per rank;
+* CP only for sequences of 16K tokens or more (``cp_min_seq``; NeMo also runs Llama 3 8B and 70B at 8K with
+  CP2: pass 8192 to search those), with at least 1K tokens per rank;
 * EP only for mixture-of-experts models;
 * sequence parallelism on whenever TP > 1 (it never costs time or memory in the step model);
 * ZeRO stages are not told apart when there is a single data-parallel rank.
@@ -36,7 +36,7 @@ from .specs import ClusterSpec, GPUSpec, Layout, ModelSpec, StackSpec
 
 DEFAULT_TOKENS_PER_STEP = 4 * 2 ** 20     # 4M tokens per step when neither batch nor tokens are given
 DERIVED_BATCH_SLACK = 0.25                # a derived global batch may move this much to suit dp x micro-batch
-CP_MIN_SEQ = 8192                         # context parallelism is searched from this sequence length on
+CP_MIN_SEQ = 16384                        # context parallelism is searched from this sequence length on
 CP_MIN_TOKENS_PER_RANK = 1024
 PP_MAX_SHORT_STAGES = 4                   # pipeline stages that may hold one layer fewer than the others
 CHUNK = 200_000                           # candidates per estimate_arrays call
@@ -237,7 +237,8 @@ def _allowed(vals: np.ndarray, pin) -> np.ndarray:
 
 
 def build_space(model: ModelSpec, cluster: ClusterSpec, seq_len: int, target: int, lo: int, hi: int,
-                pins: dict[str, Any], tp_within_node: bool = True, probe: bool = False) -> _Space:
+                pins: dict[str, Any], tp_within_node: bool = True, probe: bool = False,
+                cp_min_seq: int = CP_MIN_SEQ) -> _Space:
     """Enumerate every valid layout of the search space as arrays.
 
     ``probe``: memory-only enumeration for the minimum-GPU search (micro-batch 1 unless pinned, global batch
@@ -257,7 +258,7 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, seq_len: int, target: in
     # ---- context parallel
     if "cp" in pins:
         cp = pins["cp"]
-    elif seq_len >= CP_MIN_SEQ:
+    elif seq_len >= cp_min_seq:
         cp = divs[(seq_len % divs == 0) & (seq_len // divs >= CP_MIN_TOKENS_PER_RANK)]
     else:
         cp = np.array([1])
@@ -364,7 +365,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
            seq_len: Optional[int] = None, stack: Optional[StackSpec] = None, top: int = 5,
            tokens_per_step: Optional[float] = None, memory_headroom: float = 0.0, tp_within_node: bool = True,
            pins: Optional[dict[str, Any]] = None, global_batch_bounds: Optional[tuple[int, int]] = None,
-           progress: Optional[Progress] = None, **more_pins: Any) -> SearchResult:
+           progress: Optional[Progress] = None, cp_min_seq: int = CP_MIN_SEQ, **more_pins: Any) -> SearchResult:
     """The fastest layouts of ``model`` on ``cluster`` that fit in memory, fastest first.
 
     ``global_batch`` in sequences (or ``tokens_per_step``; neither: about 4M tokens); ``seq_len`` defaults to
@@ -373,8 +374,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
     the search's prunes. ``memory_headroom``: fraction of HBM kept free. ``global_batch_bounds``: (low, high)
     sequences within which each layout may take the global batch nearest the target that its dp x
     micro-batch divides (layouts are then ranked by time per sequence). ``progress(done, total)`` is called
-    after each chunk of candidates. Raises UserError when nothing fits, with the smallest GPU count that
-    would."""
+    after each chunk of candidates. ``cp_min_seq``: shortest sequence for which context parallelism is
+    searched without a cp pin. Raises UserError when nothing fits, with the smallest GPU count that would."""
     t0 = time.perf_counter()
     stack = stack or StackSpec()
     allp = {**(pins or {}), **more_pins}
@@ -392,7 +393,7 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
         raise UserError(f"memory headroom {memory_headroom} must be a fraction in [0, 1)")
     target, lo, hi, notes = _batch_policy(model, seq_len, global_batch, tokens_per_step, global_batch_bounds,
                                           P.pop("global_batch", None))
-    space = build_space(model, cluster, seq_len, target, lo, hi, P, tp_within_node)
+    space = build_space(model, cluster, seq_len, target, lo, hi, P, tp_within_node, cp_min_seq=cp_min_seq)
     cap = cluster.gpu.hbm_gib * GIB * (1.0 - memory_headroom)
 
     kept: list[dict[str, np.ndarray]] = []
@@ -601,7 +602,9 @@ def falloff_reason(prev: StepEstimate, cur: StepEstimate, prev_cluster: ClusterS
            "ep_comm": f"EP all-to-all ({share:.0%} of the step) at ep={L.ep}",
            "optimizer": f"optimizer step ({share:.0%} of the step)",
            "recompute": f"recompute ({L.recompute}) to fit memory",
-           "compute": f"less work per GPU (micro-batch {L.micro_batch}, tp={L.tp}): smaller, less efficient GEMMs",
+           "compute": f"less work per GPU: {L.micro_batch * L.seq_len // L.cp:,} tokens per micro-batch per GPU "
+                      f"(micro-batch {L.micro_batch}, cp={L.cp}) split {L.tp} ways by TP, so smaller, less efficient "
+                      f"GEMMs",
            }[k]
     clauses = [why]
     if k in ("dp_comm", "ep_comm", "cp_comm"):
@@ -611,6 +614,10 @@ def falloff_reason(prev: StepEstimate, cur: StepEstimate, prev_cluster: ClusterS
         if tb and tb != ta:
             over = f", {tb[2]:g}:1 oversubscribed" if tb[2] > 1 else ""
             clauses.append(f"the group now crosses the fabric's {tb[0]} tier (beyond {tb[1]:,} GPUs{over})")
+    P = prev.layout
+    if (P.tp, P.pp, P.cp, P.ep) != (L.tp, L.pp, L.cp, L.ep):
+        short = lambda x: " ".join(layout_label(x).split()[:-4])    # degrees only
+        clauses.append(f"the best layout moves from {short(P)} to {short(L)}")
     per_rank = L.global_batch // L.dp
     if (k == "bubble" and nmb < 4 * L.pp) or per_rank <= L.micro_batch or nmb < L.pp:
         clauses.append(f"global batch {L.global_batch} is too small for {cur.n_gpus:,} GPUs "
