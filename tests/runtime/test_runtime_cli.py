@@ -33,10 +33,15 @@ def _error(capsys, *args) -> str:
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["--pp", "2"], "pipeline parallelism (pp=2) is not implemented in the runtime; supported: dp (FSDP2) x tp"),
+    (["--pp", "2", "--tp", "2"], "pipeline with tensor parallelism (pp=2, tp=2) is not implemented in the runtime; "
+                                 "supported: dp (FSDP2) x tp (DTensor, with or without sequence parallelism), "
+                                 "or pp (1F1B) x dp"),
+    (["--pp", "2", "--global-batch", "2", "--micro-batch", "2"], "1F1B with pp=2 needs at least 2 micro-batches"),
+    (["--pp", "3", "--global-batch", "6", "--micro-batch", "2"], "pp=3 needs at least 3 layers"),
+    (["--pp", "2", "--global-batch", "4", "--micro-batch", "2"], "needs tp*pp*dp = 1*2*1 = 2 processes but 1"),
     (["--cp", "2"], "context parallelism"),
     (["--ep", "2"], "expert parallelism"),
-    (["--tp", "2"], "the layout needs tp*dp = 2*1 = 2 processes but 1 were launched"),
+    (["--tp", "2"], "the layout needs tp*pp*dp = 2*1*1 = 2 processes but 1 were launched"),
     (["--precision", "fp8"], "fp8 is not implemented"),
     (["--recompute", "sometimes"], "layout: recompute"),
     (["--data", "/no/such/file.txt"], "data not found: /no/such/file.txt"),
@@ -75,12 +80,14 @@ def test_too_little_data(tmp_path, capsys):
 
 
 def test_plan_file(tmp_path, capsys):
-    """A plan from the planner is read (model, layout); a pipeline layout is refused, flags override."""
+    """A plan from the planner is read (model, layout); its 8-GPU layout is refused on one process; flags
+    override it."""
     pytest.importorskip("torch")
     plan = tmp_path / "plan.yaml"
-    plan.write_text("model: llama3.2-1b\ngpu: h100-sxm\ngpus: 8\nlayout: {tp: 1, pp: 2, dp: 4, global_batch: 8, "
+    plan.write_text("model: llama3.1-8b\ngpu: h100-sxm\ngpus: 8\nlayout: {tp: 1, pp: 2, dp: 4, global_batch: 8, "
                     "seq_len: 128, recompute: none, zero: 3}\n")
-    assert "pipeline parallelism (pp=2)" in _error(capsys, "--plan", str(plan), "--steps", "1")
+    assert "needs tp*pp*dp = 1*2*4 = 8 processes but 1 were launched" in _error(capsys, "--plan", str(plan),
+                                                                                "--steps", "1")
     main(["train", "--plan", str(plan), "--pp", "1", "--dp", "1", "--global-batch", "2", "--micro-batch", "2",
               "--seq-len", "32", "--layers", "1", "--d-model", "64", "--heads", "4", "--vocab", "256",
               "--steps", "1", "--json"])
@@ -88,6 +95,6 @@ def test_plan_file(tmp_path, capsys):
     import json
 
     res = json.loads(out)
-    assert res["config"]["model"]["name"] == "Llama 3.2 1B (scaled)"
+    assert res["config"]["model"]["name"] == "Llama 3.1 8B (scaled)" and res["config"]["model"]["n_layers"] == 1
     assert res["config"]["layout"]["global_batch"] == 2 and res["measured"]["steps"] == 1
 

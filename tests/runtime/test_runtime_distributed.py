@@ -1,5 +1,5 @@
-"""Two processes on gloo (torchrun): FSDP2 and tensor parallelism reproduce the one-process losses, and a
-checkpoint written by one layout resumes exactly under another (DCP resharding)."""
+"""Two processes on gloo (torchrun): FSDP2, tensor parallelism and a 1F1B pipeline reproduce the one-process
+losses, and a checkpoint written by one layout resumes exactly under another (DCP resharding)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from runtime_helpers import TINY, cli, losses
 
 pytest.importorskip("torch")
 
-#: relative tolerance on the loss, FSDP/TP (2 ranks) vs one process, fp32: only the order of floating-point
+#: relative tolerance on the loss, FSDP/TP/PP (2 ranks) vs one process, fp32: only the order of floating-point
 #: reductions differs (measured: 0 to 1e-7)
 RTOL = 1e-5
 STEPS = ["--steps", "6"]
@@ -48,3 +48,10 @@ def test_tp_two_ranks_without_sequence_parallel(tmp_path, reference):
              "--metrics", str(tmp_path / "tp.jsonl")], nproc=2)
     assert r.returncode == 0, r.stderr[-3000:]
     _close(losses(tmp_path / "tp.jsonl"), reference)
+
+
+def test_pipeline_two_stages(tmp_path, reference):
+    r = cli([*TINY, *STEPS, "--pp", "2", "--metrics", str(tmp_path / "pp.jsonl")], nproc=2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "x pp 2 (1F1B, 4 micro-batches)" in r.stdout
+    _close(losses(tmp_path / "pp.jsonl"), reference)

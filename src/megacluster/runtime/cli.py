@@ -50,7 +50,7 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
         raise UserError(f"precision {prec}: the runtime trains in bf16, fp16 or fp32 (fp8 is not implemented); "
                         "pass --precision bf16")
     lay.setdefault("tp", 1)
-    lay.setdefault("dp", max(1, world // lay["tp"]))
+    lay.setdefault("dp", max(1, world // (lay["tp"] * lay.get("pp", 1))))
     lay.setdefault("micro_batch", 8 if not rp else 1)
     lay.setdefault("global_batch", lay["micro_batch"] * lay["dp"])
     lay.setdefault("seq_len", min(spec.seq_len, 2048) if (model or rp) else spec.seq_len)
@@ -78,8 +78,8 @@ def train(
     experts: Optional[int] = typer.Option(None, help="routed experts per MoE layer (adds MoE to a dense model)"),
     top_k: Optional[int] = typer.Option(None, help="experts per token"),
     tp: Optional[int] = typer.Option(None, help="tensor-parallel degree"),
-    dp: Optional[int] = typer.Option(None, help="data-parallel (FSDP) degree (default: processes / tp)"),
-    pp: Optional[int] = typer.Option(None, help="pipeline degree (only 1 is supported)"),
+    dp: Optional[int] = typer.Option(None, help="data-parallel (FSDP) degree (default: processes / (tp x pp))"),
+    pp: Optional[int] = typer.Option(None, help="pipeline stages (1F1B; with dp, not with tp)"),
     cp: Optional[int] = typer.Option(None, help="context-parallel degree (only 1 is supported)"),
     ep: Optional[int] = typer.Option(None, help="expert-parallel degree (only 1 is supported)"),
     micro_batch: Optional[int] = typer.Option(None, help="sequences per micro-batch per dp rank (default 8)"),

@@ -197,10 +197,30 @@ class Transformer(nn.Module):
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.tok_embeddings(tokens)
+        """Logits; a pipeline stage without the embedding takes hidden states, one without the output
+        projection returns them."""
+        h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         for layer in self.layers.values():
             h = layer(h, self.rope)
-        return self.output(self.norm(h))
+        if self.norm is not None:
+            h = self.norm(h)
+        return self.output(h) if self.output is not None else h
+
+    def keep_stage(self, stage: int, n_stages: int) -> None:
+        """Turn this model into pipeline stage ``stage`` of ``n_stages``: keep a contiguous run of layers (the
+        first stages one more when they do not divide evenly), the embedding on the first stage, the final norm
+        and output projection on the last. Layer names stay those of the whole model (for checkpoints)."""
+        n = self.spec.n_layers
+        sizes = [n // n_stages + (1 if s < n % n_stages else 0) for s in range(n_stages)]
+        first = sum(sizes[:stage])
+        for i in range(n):
+            if not first <= i < first + sizes[stage]:
+                del self.layers[str(i)]
+        if stage > 0:
+            self.tok_embeddings = None
+        if stage < n_stages - 1:
+            self.norm = None
+            self.output = None
 
     def aux_loss(self) -> torch.Tensor | float:
         """Sum of the MoE load-balancing losses of the last forward (0 for a dense model)."""

@@ -1,7 +1,8 @@
 """Applying a layout with torch.distributed: process groups, tensor/sequence parallelism (DTensor),
 activation checkpointing, torch.compile and FSDP2, in the order that composes (TP -> AC -> compile -> FSDP).
 
-Supported: ``dp`` x ``tp`` on a 2-D device mesh, ``pp = cp = ep = 1``. ZeRO stages map onto FSDP2:
+Supported: ``dp`` x ``tp`` or ``pp`` x ``dp`` (1F1B through ``torch.distributed.pipelining``) on a 3-D
+(pp, dp, tp) device mesh; ``cp = ep = vp = 1``. ZeRO stages map onto FSDP2:
 ``zero 3`` reshards weights after forward (FSDP), ``zero 0..2`` keeps them gathered between forward and
 backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less).
 """
@@ -19,7 +20,8 @@ from torch import nn
 from ..errors import UserError
 from ..specs import Layout, ModelSpec
 
-SUPPORTED = "supported: dp (FSDP2) x tp (DTensor, with or without sequence parallelism), pp=1, cp=1, ep=1"
+SUPPORTED = ("supported: dp (FSDP2) x tp (DTensor, with or without sequence parallelism), or pp (1F1B) x dp; "
+             "cp=1, ep=1, vp=1")
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Dist:
     world: int
     local_rank: int
     device: torch.device
-    mesh: object | None = None  # DeviceMesh with dims ("dp", "tp") when world > 1
+    mesh: object | None = None  # DeviceMesh with dims ("pp", "dp", "tp") when world > 1
 
     @property
     def is_main(self) -> bool:
@@ -62,17 +64,31 @@ def init_distributed(device: str = "auto") -> Dist:
 
 def check_layout(layout: Layout, spec: ModelSpec, world: int) -> None:
     """Refuse, with one line, a layout this runtime cannot run on ``world`` processes."""
-    if layout.pp > 1 or layout.vp > 1:
-        vp = f", vp={layout.vp}" if layout.vp > 1 else ""
-        raise UserError(f"pipeline parallelism (pp={layout.pp}{vp}) is not implemented in the runtime; {SUPPORTED}")
+    if layout.vp > 1:
+        raise UserError(f"interleaved pipeline stages (vp={layout.vp}) are not implemented in the runtime; "
+                        f"{SUPPORTED}")
+    if layout.pp > 1:
+        if layout.tp > 1:
+            raise UserError(f"pipeline with tensor parallelism (pp={layout.pp}, tp={layout.tp}) is not implemented "
+                            f"in the runtime; {SUPPORTED}")
+        if spec.moe or spec.tied_embeddings:
+            raise UserError(f"pipeline parallelism (pp={layout.pp}) is not implemented for "
+                            f"{'MoE models' if spec.moe else 'tied embeddings'}; {SUPPORTED}")
+        if spec.n_layers < layout.pp:
+            raise UserError(f"pp={layout.pp} needs at least {layout.pp} layers; the model has {spec.n_layers}")
+        n_micro = layout.global_batch // (layout.dp * layout.micro_batch)
+        if n_micro < layout.pp:
+            raise UserError(f"1F1B with pp={layout.pp} needs at least {layout.pp} micro-batches per step; "
+                            f"global batch {layout.global_batch} / (dp {layout.dp} x micro-batch "
+                            f"{layout.micro_batch}) gives {n_micro}")
     if layout.cp > 1:
         raise UserError(f"context parallelism (cp={layout.cp}) is not implemented in the runtime; {SUPPORTED}")
     if layout.ep > 1:
         raise UserError(f"expert parallelism (ep={layout.ep}) is not implemented in the runtime (experts are "
                         f"sharded by FSDP instead); {SUPPORTED}")
-    if layout.tp * layout.dp != world:
-        raise UserError(f"the layout needs tp*dp = {layout.tp}*{layout.dp} = {layout.tp * layout.dp} processes "
-                        f"but {world} were launched (torchrun --nproc_per_node {layout.tp * layout.dp} ...)")
+    if layout.n_gpus != world:
+        raise UserError(f"the layout needs tp*pp*dp = {layout.tp}*{layout.pp}*{layout.dp} = {layout.n_gpus} "
+                        f"processes but {world} were launched (torchrun --nproc_per_node {layout.n_gpus} ...)")
     if layout.tp > 1:
         if spec.moe:
             raise UserError(f"tensor parallelism with MoE layers is not implemented (tp={layout.tp}); "
@@ -89,12 +105,12 @@ def check_layout(layout: Layout, spec: ModelSpec, world: int) -> None:
 
 
 def make_mesh(d: Dist, layout: Layout):
-    """The 2-D (dp, tp) device mesh of the job, or None for one process."""
+    """The 3-D (pp, dp, tp) device mesh of the job, or None for one process."""
     if d.world == 1:
         return None
     from torch.distributed.device_mesh import init_device_mesh
 
-    d.mesh = init_device_mesh(d.device.type, (layout.dp, layout.tp), mesh_dim_names=("dp", "tp"))
+    d.mesh = init_device_mesh(d.device.type, (layout.pp, layout.dp, layout.tp), mesh_dim_names=("pp", "dp", "tp"))
     return d.mesh
 
 
@@ -205,7 +221,16 @@ def uses_fsdp(d: Dist, layout: Layout) -> bool:
     return d.mesh is not None and layout.dp > 1
 
 
-def clip_grad_norm(params, max_norm: float) -> float:
+def pipeline_schedule(model: nn.Module, d: Dist, layout: Layout, loss_fn):
+    """A 1F1B schedule over this rank's stage (the model must already be cut with ``keep_stage``)."""
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+
+    pp = d.mesh["pp"]
+    stage = PipelineStage(model, pp.get_local_rank(), layout.pp, d.device, group=pp.get_group())
+    return Schedule1F1B(stage, layout.global_batch // (layout.dp * layout.micro_batch), loss_fn=loss_fn)
+
+
+def clip_grad_norm(params, max_norm: float, pp_group=None) -> float:
     """Clip gradients to a global L2 norm and return the norm before clipping.
 
     Works for any mix of plain tensors and DTensors on different meshes (FSDP-only norm weights beside
@@ -227,8 +252,11 @@ def clip_grad_norm(params, max_norm: float) -> float:
             n = n.full_tensor()
         sq.append(n.float().pow(2))
     if not sq:
-        return 0.0
-    total = torch.stack([s.to(sq[0].device) for s in sq]).sum().sqrt()
+        sq = [torch.zeros(())]
+    total = torch.stack([s.to(sq[0].device) for s in sq]).sum()
+    if pp_group is not None:  # each pipeline stage holds different parameters
+        dist.all_reduce(total, group=pp_group)
+    total = total.sqrt()
     if max_norm > 0:
         for grads in groups.values():
             torch.nn.utils.clip_grads_with_norm_(grads, max_norm, total)

@@ -21,7 +21,8 @@ from .checkpoint import Checkpointer
 from .config import TrainConfig
 from .data import build_data
 from .model import Transformer, count_params
-from .parallel import check_layout, clip_grad_norm, init_distributed, make_mesh, parallelize, uses_fsdp
+from .parallel import (check_layout, clip_grad_norm, init_distributed, make_mesh, parallelize, pipeline_schedule,
+                       uses_fsdp)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -104,7 +105,9 @@ def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, not
     moe = f", MoE {s.moe.n_experts}x top-{s.moe.top_k}" if s.moe else ""
     rep.print(f"[bold]model[/] {s.name}: {n_params / 1e6:,.2f}M parameters, {s.n_layers} layers, d_model "
               f"{s.d_model}, {s.n_heads} heads ({s.kv_heads} kv), ffn {s.ffn_hidden}, vocab {s.vocab}{moe}")
-    rep.print(f"[bold]layout[/] dp {L.dp} x tp {L.tp}{' (sequence parallel)' if L.tp > 1 and L.sequence_parallel else ''}"
+    pp = f" x pp {L.pp} (1F1B, {L.n_microbatches} micro-batches)" if L.pp > 1 else ""
+    sp = " (sequence parallel)" if L.tp > 1 and L.sequence_parallel else ""
+    rep.print(f"[bold]layout[/] dp {L.dp} x tp {L.tp}{sp}{pp}"
               f", micro-batch {L.micro_batch}, global batch {L.global_batch} x {L.seq_len} tokens, recompute "
               f"{L.recompute}, zero {L.zero}, {cfg.precision}{', compiled' if cfg.compile else ''}; "
               f"{d.world} process(es) on {d.device.type}")
@@ -160,13 +163,17 @@ def _run(cfg: TrainConfig, d) -> dict:
                         f"{cfg.model.vocab}; pass --vocab {tok.vocab} (or more)")
 
     model = Transformer(cfg.model, L.seq_len)
-    model.init_weights(cfg.seed)
+    model.init_weights(cfg.seed)  # the whole model on every rank, so that every layout starts the same
     n_params = count_params(model)
-    model.to(d.device)
     make_mesh(d, L)
+    pp_rank = d.mesh["pp"].get_local_rank() if d.mesh is not None else 0
+    if L.pp > 1:
+        model.keep_stage(pp_rank, L.pp)
+    model.to(d.device)
     fsdp = uses_fsdp(d, L)
     parallelize(model, d, L, cfg.precision, cfg.compile, cfg.compile_backend)
     dp_rank = d.mesh["dp"].get_local_rank() if d.mesh is not None else 0
+    schedule = pipeline_schedule(model, d, L, _cross_entropy) if L.pp > 1 else None
 
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -228,7 +235,9 @@ def _run(cfg: TrainConfig, d) -> dict:
                 g["lr"] = lr
             x, y = loader.take(L.global_batch, dp_rank * per_rank, per_rank)
             loss_sum = torch.zeros((), device=d.device)
-            for i in range(n_micro):
+            if schedule is not None:
+                loss_sum = _pipeline_step(schedule, x, y, d.device, pp_rank, L.pp, amp)
+            for i in range(n_micro if schedule is None else 0):
                 if fsdp:
                     model.set_requires_gradient_sync(i == n_micro - 1)
                 sl = slice(i * L.micro_batch, (i + 1) * L.micro_batch)
@@ -236,17 +245,19 @@ def _run(cfg: TrainConfig, d) -> dict:
                 yb = torch.from_numpy(y[sl]).to(d.device, non_blocking=True)
                 with amp:
                     logits = model(xb)
-                loss = F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten())
+                loss = _cross_entropy(logits, yb)
                 total = loss + cfg.moe_aux * model.aux_loss() if cfg.model.moe else loss
                 (total / n_micro).backward()
                 loss_sum += loss.detach()
-            gnorm = clip_grad_norm(model.parameters(), cfg.clip)
+            gnorm = clip_grad_norm(model.parameters(), cfg.clip, d.mesh["pp"].get_group() if L.pp > 1 else None)
             opt.step()
             opt.zero_grad(set_to_none=True)
             loss_avg = loss_sum / n_micro
             if d.world > 1:
-                dist.all_reduce(loss_avg)  # tp replicas hold equal losses: the sum / world is the dp mean
-                loss_avg /= d.world
+                # tp replicas hold equal losses and only the last pipeline stage has one: sum / (dp*tp) is the
+                # mean over data-parallel ranks
+                dist.all_reduce(loss_avg)
+                loss_avg /= L.dp * L.tp
             loss_v = float(loss_avg)  # synchronises the device
             if not math.isfinite(loss_v):
                 raise UserError(f"loss became {loss_v} at step {step + 1}; lower --lr or raise --warmup")
@@ -293,3 +304,25 @@ def _save(ckpt: Checkpointer, step: int, model, opt, loader, cfg: TrainConfig) -
 def _schedule(cfg: TrainConfig) -> dict:
     return {"lr": cfg.lr, "warmup": cfg.warmup, "steps": cfg.steps, "min_lr_ratio": cfg.min_lr_ratio,
             "weight_decay": cfg.weight_decay}
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def _pipeline_step(schedule, x, y, device, stage: int, n_stages: int, amp) -> torch.Tensor:
+    """One 1F1B pass over this rank's sequences; returns the sum of the micro-batch losses on the last stage
+    (zero elsewhere). The schedule scales gradients by 1 / micro-batches, as the plain loop does."""
+    xb = torch.from_numpy(x).to(device)
+    yb = torch.from_numpy(y).to(device)
+    losses: list = []
+    with amp:
+        if stage == 0:
+            schedule.step(xb, target=yb if n_stages == 1 else None)
+        elif stage == n_stages - 1:
+            schedule.step(target=yb, losses=losses)
+        else:
+            schedule.step()
+    if not losses:
+        return torch.zeros((), device=device)
+    return torch.stack([v.detach().float() for v in losses]).sum()
