@@ -18,15 +18,19 @@ from megacluster.validate import load_runs, validate_runs
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     """Run ``megacluster ARGV`` in-process: (exit code, stdout, stderr)."""
-    n = len(cli.app.registered_commands)
+    # cli.main registers the commands again on every call; drop repeats left by earlier calls (of any test
+    # file) so that building the app stays fast, and below those this call adds
+    cmds, seen = cli.app.registered_commands, set()
+    cmds[:] = [c for c in cmds if not (c.name in seen or seen.add(c.name))]
+    n = len(cmds)
     try:
         cli.main(list(argv))
         code = 0
     except SystemExit as e:
         code = int(e.code or 0)
     finally:
-        if n:   # cli.main registers the commands on every call: keep one set so that calls stay fast
-            del cli.app.registered_commands[n:]
+        if n:
+            del cmds[n:]
     out, err = capsys.readouterr()
     return code, out, err
 
