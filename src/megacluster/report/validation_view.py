@@ -50,7 +50,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| run | GPUs | GPU | framework | layout | measured tokens/s/GPU | predicted | error |",
              "|---|---:|---|---|---|---:|---:|---:|"]
     for r in result["runs"]:
-        lines.append(f"| {r.id} | {r.n_gpus:,} | {r.gpu} | {r.framework} | {r.layout} | {r.reference:,.1f} | "
+        fit = "" if r.fits else " (does not fit)"
+        lines.append(f"| {r.id} | {r.n_gpus:,} | {r.gpu} | {r.framework} | {r.layout}{fit} | {r.reference:,.1f} | "
                      f"{r.predicted:,.1f} | {r.error:+.1%} |")
     lines += ["", "| group | runs | MAPE | worst |", "|---|---:|---:|---:|"]
     for key, s in result["summary"].items():
