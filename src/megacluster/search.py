@@ -253,7 +253,7 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, seq_len: int, target: in
         tp = tp[cluster.node.nvlink_domain % tp == 0]
     if not len(tp):
         pinned = f" pinned tp={pins['tp'].tolist()}" if "tp" in pins else " tensor-parallel degree"
-        raise UserError(f"no{pinned} divides both the {n} GPUs and the {m.n_heads} attention heads "
+        raise UserError(f"no{pinned} divides both the {n:,} GPUs and the {m.n_heads} attention heads "
                         f"({m.kv_heads} key/value heads) of {m.name}")
     # ---- context parallel
     if "cp" in pins:
@@ -297,7 +297,7 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, seq_len: int, target: in
     T, C, P, E, V, D = (a[ok] for a in (T, C, P, E, V, D))
     if not len(T):
         what = ", ".join(f"{k}={pins[k].tolist()}" for k in ("tp", "pp", "dp", "cp", "ep", "vp") if k in pins)
-        raise UserError(f"no split of {n} GPUs into tp*pp*dp*cp suits {m.name}" + (f" with {what}" if what
+        raise UserError(f"no split of {n:,} GPUs into tp*pp*dp*cp suits {m.name}" + (f" with {what}" if what
                         else "") + "; change the pins or the GPU count")
     # ---- micro-batch and global batch
     if probe:
@@ -326,9 +326,13 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, seq_len: int, target: in
         good = (k_lo <= k_hi) & (k >= 1)
     if not good.any():
         min_dp = int(D.min())
-        raise UserError(f"global batch {target if lo == hi else f'[{lo}, {hi}]'} cannot be split over the "
-                        f"data-parallel ranks of any layout of {n} GPUs (dp*micro_batch must divide it; the "
-                        f"smallest dp here is {min_dp}): use a global batch that is a multiple of {min_dp}")
+        gb_txt = f"global batch {target}" if lo == hi else f"global batch range [{lo}, {hi}]"
+        if hi < min_dp:
+            raise UserError(f"{gb_txt} is too small for {n:,} GPUs: every layout has at least {min_dp:,} "
+                            f"data-parallel ranks; use a global batch that is a multiple of {min_dp:,}")
+        raise UserError(f"{gb_txt} cannot be split over the data-parallel ranks of any layout of {n:,} GPUs "
+                        f"(dp*micro_batch must divide it; the smallest dp here is {min_dp:,}): use a global "
+                        f"batch that is a multiple of {min_dp:,}")
     si, mb, gb = si[good], mb[good], gb[good]
     pairs = {"tp": T[si], "pp": P[si], "dp": D[si], "cp": C[si], "ep": E[si], "vp": V[si],
              "micro_batch": mb, "global_batch": gb}
