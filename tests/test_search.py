@@ -112,6 +112,7 @@ def test_keyword_and_list_pins_and_lifted_prunes():
     (dict(global_batch=0), "positive"),
     (dict(global_batch_bounds=(10, 5)), "bounds"),
     (dict(global_batch=7), "multiple of"),
+    (dict(global_batch=1), "too small for 128 GPUs"),
     (dict(global_batch=64, cp=3), "does not divide the sequence"),
 ])
 def test_bad_requests_are_one_line_user_errors(kw, msg):
