@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from pydantic import ValidationError
 
 from .errors import UserError
 
@@ -17,7 +18,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Plan, simulate and run LLM training on GPU supercomputers.")
 
 
+_registered = False
+
+
 def _register() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
     from .report import cli as core_cli
 
     core_cli.register(app)
@@ -39,13 +47,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
+    except ValidationError as e:
+        from .catalog import validation_message
 
-        if isinstance(e, click.exceptions.ClickException):
-            print(f"error: {e.format_message()}", file=sys.stderr)
-            raise SystemExit(2)
-        raise
+        print(f"error: {validation_message(e, 'input')}", file=sys.stderr)
+        raise SystemExit(2)
+    except typer.TyperException as e:  # usage errors (typer ships its own click)
+        msg = " ".join(str(e.format_message()).split())
+        if msg:
+            print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from . import catalog
 from .physics import comm, compute
-from .physics.flops import attention_core_flops, attn_dims, model_flops_per_token
+from .physics.flops import attention_core_flops, attn_dims, logits_flops, model_flops_per_token
 from .physics.memory import GIB, activation_bytes_per_token_layer
 from .physics.pipeline import bubble_fraction
 from .specs import ClusterSpec, Layout, ModelSpec, StackSpec
@@ -253,7 +253,8 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     peak16 = g.peak("bf16")
     tok_s = tokens_step / step
     tok_s_gpu = tok_s / n_gpus
-    hw_extra = np.where(rc == 2, 1.0 / 3.0, 0.0)                  # full recompute: one more forward
+    # full recompute runs every layer's forward again (not the output layer): hardware FLOPs for HFU
+    hw_extra = np.where(rc == 2, (mflops_tok - 3.0 * logits_flops(m)) / 3.0 / mflops_tok, 0.0)
     return {
         "step_time_s": step, "tokens_per_step": tokens_step, "tokens_per_s": tok_s,
         "tokens_per_s_per_gpu": tok_s_gpu, "model_flops_per_token": mflops_tok + 0 * step,
@@ -261,8 +262,8 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "hfu": mflops_tok * (1 + hw_extra) * tok_s_gpu / peak16,
         "n_microbatches": n_mb, "n_gpus": n_gpus,
         # time per step, seconds (compute split by op class)
-        "t_gemm_attn_proj": n_mb * layers_stage * t_attn_proj * (3 + (rc == 2)),
-        "t_gemm_mlp": n_mb * layers_stage * t_mlp * (3 + (rc == 2)),
+        "t_gemm_attn_proj": n_mb * layers_stage * t_attn_proj * 3,
+        "t_gemm_mlp": n_mb * layers_stage * t_mlp * 3,
         "t_attention": n_mb * layers_stage * (t_core_f + t_core_b),
         "t_memory_bound": n_mb * layers_stage * 3 * t_elem_f,
         "t_recompute": n_mb * layers_stage * t_recomp,
