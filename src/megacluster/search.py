@@ -89,15 +89,7 @@ def divisors(n: int) -> np.ndarray:
 
 def layout_label(L: Layout) -> str:
     """Short text for a layout: ``TP8 PP16 DP128 vp2 mb1 selective Z1 bf16``."""
-    parts = [f"TP{L.tp}", f"PP{L.pp}", f"DP{L.dp}"]
-    if L.cp > 1:
-        parts.append(f"CP{L.cp}")
-    if L.ep > 1:
-        parts.append(f"EP{L.ep}")
-    if L.vp > 1:
-        parts.append(f"vp{L.vp}")
-    parts += [f"mb{L.micro_batch}", L.recompute, f"Z{L.zero}", L.precision]
-    return " ".join(parts)
+    return L.label()
 
 
 def _as_list(v: Any) -> list:

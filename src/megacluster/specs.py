@@ -269,3 +269,10 @@ class Layout(_Spec):
     @property
     def n_microbatches(self) -> int:
         return self.global_batch // (self.dp * self.micro_batch)
+
+    def label(self) -> str:
+        """Short text for a layout: ``TP8 PP16 DP128 vp2 mb1 selective Z1 bf16``."""
+        parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}"]
+        parts += [f"{k}{v}" for k, v in (("CP", self.cp), ("EP", self.ep), ("vp", self.vp)) if v > 1]
+        parts += [f"mb{self.micro_batch}", self.recompute, f"Z{self.zero}", self.precision]
+        return " ".join(parts)

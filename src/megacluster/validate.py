@@ -107,25 +107,9 @@ def predict_run(run: dict) -> RunResult:
     est = estimate(model, cluster, layout, stack, check=False)
     ref = float(run["reference"]["tokens_per_s_per_gpu"])
     return RunResult(id=run["id"], gpu=s["gpu"], generation=cluster.gpu.generation, framework=stack.framework,
-                     n_gpus=s["n_gpus"], layout=_layout_str(layout), reference=ref,
+                     n_gpus=s["n_gpus"], layout=layout.label(), reference=ref,
                      predicted=est.tokens_per_s_per_gpu, error=est.tokens_per_s_per_gpu / ref - 1.0,
                      micro_batch=layout.micro_batch, fits=est.fits)
-
-
-def _layout_str(L: Layout) -> str:
-    parts = [f"TP{L.tp}", f"PP{L.pp}", f"DP{L.dp}"]
-    if L.cp > 1:
-        parts.append(f"CP{L.cp}")
-    if L.ep > 1:
-        parts.append(f"EP{L.ep}")
-    if L.vp > 1:
-        parts.append(f"VP{L.vp}")
-    parts.append(f"mb{L.micro_batch}")
-    if L.zero:
-        parts.append(f"Z{L.zero}")
-    parts.append(L.recompute[:3])
-    parts.append(L.precision)
-    return " ".join(parts)
 
 
 def load_runs(path: str | Path | None = None) -> list[dict]:
