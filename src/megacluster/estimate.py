@@ -47,6 +47,8 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     c["elementwise"] = c["compiled_elementwise_bytes"] if stack.compile else c["elementwise_bytes"]
     casts = c.get("fp8_cast_bytes") or {}
     c["fp8_cast"] = casts.get(stack.fp8_recipe or "default", casts.get("default", 1.5))
+    gemm8 = c.get("fp8_gemm_factor") or {}
+    c["fp8_gemm"] = gemm8.get(stack.fp8_recipe or "default", gemm8.get("default", 1.0))
     return c
 
 
@@ -133,6 +135,9 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     elem_f = elem_f + np.where(fp8, c["fp8_cast"] * fp8_elems, 0.0)
     t_elem_f = compute.memory_time(g, elem_f)
 
+    # fp8 GEMM kernels of a stack's scaling recipe may run below the chip's fp8 rate
+    slow8 = np.where(fp8, 1.0 / c["fp8_gemm"], 1.0)
+    t_attn_proj, t_mlp = t_attn_proj * slow8, t_mlp * slow8
     t_gemm_f = t_attn_proj + t_mlp
     t_fwd = t_gemm_f + t_core_f + t_elem_f
     t_bwd = 2.0 * t_gemm_f + t_core_b + 2.0 * t_elem_f
