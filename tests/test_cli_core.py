@@ -8,32 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from megacluster import catalog, cli
+from cli_helpers import run_cli
+from megacluster import catalog
 from megacluster.report.plan_view import SearchProgress, parse_sizes
 
 HF = Path(__file__).parent / "data" / "hf"
 GPT3 = ["--model", "gpt3-175b", "--gpu", "h100-sxm"]
 ESTIMATE_KEYS = {"step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "tflops_per_gpu", "mfu", "hfu",
                  "memory_gib_per_gpu", "fits", "time_s", "memory_gib", "phases_s", "layout"}
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run ``megacluster ARGV`` in-process: (exit code, stdout, stderr)."""
-    # cli.main registers the commands again on every call; drop repeats left by earlier calls (of any test
-    # file) so that building the app stays fast, and below those this call adds
-    cmds, seen = cli.app.registered_commands, set()
-    cmds[:] = [c for c in cmds if not (c.name in seen or seen.add(c.name))]
-    n = len(cmds)
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        if n:
-            del cmds[n:]
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(code: int, out: str, err: str, *needles: str) -> None:

@@ -11,28 +11,9 @@ import math
 import pytest
 import yaml
 
+from cli_helpers import run_cli
 from megacluster import catalog
-from megacluster import cli
 from megacluster.validate import load_runs, validate_runs
-
-
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run ``megacluster ARGV`` in-process: (exit code, stdout, stderr)."""
-    # cli.main registers the commands again on every call; drop repeats left by earlier calls (of any test
-    # file) so that building the app stays fast, and below those this call adds
-    cmds, seen = cli.app.registered_commands, set()
-    cmds[:] = [c for c in cmds if not (c.name in seen or seen.add(c.name))]
-    n = len(cmds)
-    try:
-        cli.main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        if n:
-            del cmds[n:]
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
