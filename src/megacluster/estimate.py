@@ -247,8 +247,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     acts_last = per_tok_layer * T * layers_stage + T * V / tp * 6.0    # logits bf16 + fp32 for the loss
     activations = np.maximum(acts_first, acts_last)
     layer_w = dense_layer_params / tp * 2.0
-    buffers = (4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + np.where(
-        zero < 3, 0.0, 0.0)) + c["reserved_gib"] * GIB
+    buffers = 4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + c["reserved_gib"] * GIB
     total = weights + grads + optim + activations + buffers
 
     # ------------------------------------------------------------------ rates
@@ -262,7 +261,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     hw_extra = np.where(rc == 2, (mflops_tok - 3.0 * logits_flops(m)) / 3.0 / mflops_tok, 0.0)
     return {
         "step_time_s": step, "tokens_per_step": tokens_step, "tokens_per_s": tok_s,
-        "tokens_per_s_per_gpu": tok_s_gpu, "model_flops_per_token": mflops_tok + 0 * step,
+        "tokens_per_s_per_gpu": tok_s_gpu, "model_flops_per_token": np.broadcast_to(mflops_tok, np.shape(step)),
         "tflops_per_gpu": mflops_tok * tok_s_gpu / 1e12, "mfu": mflops_tok * tok_s_gpu / peak16,
         "hfu": mflops_tok * (1 + hw_extra) * tok_s_gpu / peak16,
         "n_microbatches": n_mb, "n_gpus": n_gpus,
