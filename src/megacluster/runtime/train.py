@@ -142,7 +142,10 @@ def run(cfg: TrainConfig) -> dict:
     """Train as ``cfg`` says; returns the summary (on every rank; printed by rank 0)."""
     d = init_distributed(cfg.device)
     try:
-        return _run(cfg, d)
+        out = _run(cfg, d)
+        if dist.is_initialized():
+            dist.barrier()   # no rank tears the group down while another is still in its last collective
+        return out
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
