@@ -26,7 +26,7 @@ SMALL = ModelSpec(name="small", n_layers=8, d_model=1024, n_heads=16, ffn_hidden
 
 GPU = GPUSpec(id="test-gpu", name="test GPU", generation="hopper", peak_tflops={"bf16": 1000.0, "fp8": 2000.0},
               hbm_gib=80, hbm_tbs=3.0, nvlink_gbs=400.0, tdp_w=700, price_usd=1, gemm_efficiency=0.8,
-              gemm_half_dim=128, attention_efficiency=0.5, hbm_efficiency=0.9)
+              sm_count=100, gemm_k_overhead=128, attention_efficiency=0.5, hbm_efficiency=0.9)
 FABRIC = FabricSpec(id="test-fabric", name="test fabric", kind="infiniband", efficiency=0.8, base_latency_us=5.0,
                     tiers=[FabricTier(name="leaf", reach_gpus=32, oversubscription=1.0, latency_us=1.0),
                            FabricTier(name="spine", reach_gpus=1024, oversubscription=2.0, latency_us=2.0)])
@@ -276,3 +276,53 @@ def test_time_breakdown_adds_up_to_the_step(recompute):
     est = estimate(GPT, cluster(64), L, StackSpec(framework="megatron"), check=False)
     assert sum(est.time_s.values()) == pytest.approx(est.step_time_s, rel=1e-9)
     assert sum(est.phases_s.values()) == pytest.approx(est.step_time_s, rel=1e-9)
+
+
+# ------------------------------------------------------------------ GEMM and attention kernel model
+def test_gemm_efficiency_follows_k_over_k_plus_k0():
+    """Same output tiles, inner dimension K vs K0: the rate is peak x eff x K/(K+K0) (launch time aside)."""
+    from megacluster.physics import compute
+    gpu = GPU.model_copy(update={"gemm_launch_us": 0.0})
+    m, n = 128 * 100, 256       # exactly one full wave of 100 tiles
+    for k in (1024, 4096, 16384):     # compute-bound shapes (the HBM roofline is not reached)
+        t = compute.gemm_time(gpu, m, n, k)
+        rate = 2.0 * m * n * k / t
+        assert rate == pytest.approx(1000e12 * 0.8 * k / (k + 128), rel=1e-9)
+    # fp8 doubles K0 (the K loop takes half the time per element)
+    t8 = compute.gemm_time(gpu, m, n, 1024, fp8=True)
+    assert 2.0 * m * n * 1024 / t8 == pytest.approx(2000e12 * 0.8 * 1024 / (1024 + 256), rel=1e-9)
+
+
+def test_gemm_wave_quantisation():
+    """101 tiles on 100 SMs take two waves: half the rate of 100 tiles' one wave, per FLOP."""
+    from megacluster.physics import compute
+    gpu = GPU.model_copy(update={"gemm_launch_us": 0.0})
+    t100 = compute.gemm_time(gpu, 128 * 100, 256, 8192)
+    t101 = compute.gemm_time(gpu, 128 * 101, 256, 8192)
+    assert t101 == pytest.approx(2 * t100, rel=1e-9)
+
+
+def test_linear_layer_runs_forward_dgrad_and_wgrad():
+    from megacluster.physics import compute
+    fwd, bwd = compute.linear_times(GPU, 8192, 4096, 1024)
+    assert fwd == pytest.approx(compute.gemm_time(GPU, 8192, 1024, 4096))
+    assert bwd == pytest.approx(compute.gemm_time(GPU, 8192, 4096, 1024) + compute.gemm_time(GPU, 4096, 1024, 8192))
+    assert 1.8 * fwd < bwd < 2.5 * fwd
+
+
+def test_attention_rate_grows_with_sequence_length():
+    from megacluster.physics import compute
+    gpu = GPU.model_copy(update={"attention_half_seq": 500.0, "attention_bwd_ratio": 0.8})
+    assert compute.attention_rate(gpu, 500) == pytest.approx(0.5 * 1000e12 * 0.5)
+    assert compute.attention_time(gpu, 1e12, 500, backward=True) == pytest.approx(
+        compute.attention_time(gpu, 1e12, 500) / 0.8)
+    assert compute.attention_rate(gpu, 1e9) == pytest.approx(1000e12 * 0.5, rel=1e-6)
+
+
+def test_sequence_parallel_moves_the_same_tp_bytes_as_all_reduce():
+    """Korthikanti et al. 2022: all-gather + reduce-scatter = one all-reduce, so SP does not cut TP traffic."""
+    lay = Layout(tp=8, pp=1, dp=1, micro_batch=1, global_batch=1, seq_len=2048, recompute="selective")
+    c = cluster(8)
+    with_sp = estimate(GPT, c, lay, check=False).time_s["tp_comm"]
+    without = estimate(GPT, c, lay.model_copy(update={"sequence_parallel": False}), check=False).time_s["tp_comm"]
+    assert with_sp == pytest.approx(without, rel=1e-6)

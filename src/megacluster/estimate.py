@@ -31,6 +31,11 @@ from .specs import ClusterSpec, Layout, ModelSpec, StackSpec
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len",
                "sequence_parallel", "recompute", "zero", "fp8")
 RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
+# fp32 softmax cross-entropy over the logits, HBM bytes per logit element (forward + backward), counted
+# from the eager ops both PyTorch stacks and Megatron run: cast bf16->fp32 (2 read + 4 write), log-softmax
+# (max/sum pass 4 + 4, write 4), dense gradient (4), softmax backward (4 + 4 read, 4 write), cast back to
+# bf16 (4 + 2): about 40.
+LOSS_BYTES_PER_LOGIT = 40.0
 
 
 def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
@@ -84,31 +89,51 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     flash = c["attention"] == "flash"
     ew = c["elementwise"]
 
-    # ------------------------------------------------------------------ compute per layer (forward)
-    t_attn_proj = compute.gemm_time(g, T, m.attn_params / h / tp, h, fp8)
+    # ------------------------------------------------------------------ compute per layer
+    # linear layers as (forward, backward) seconds per micro-batch; fp8 GEMM kernels of a stack's scaling
+    # recipe may run below the chip's fp8 rate (slow8)
+    slow8 = np.where(fp8, 1.0 / c["fp8_gemm"], 1.0)
+
+    def lin(tokens, d_in, d_out, count=1.0, f8=fp8):
+        f, b = compute.linear_times(g, tokens, d_in, d_out, f8, count)
+        k = np.where(f8, slow8, 1.0)
+        return f * k, b * k
+
+    qkv_out = np.maximum(m.attn_params / h - vd, 1.0) / tp      # Q, K, V (MLA: its down/up projections)
+    f_qkv, b_qkv = lin(T, h, qkv_out)
+    f_o, b_o = lin(T, vd / tp, h)
     n_mats = 3.0 if m.gated else 2.0
+
+    def mlp(tokens, width, count=1.0):
+        fu, bu = lin(tokens, h, width, (n_mats - 1.0) * count)
+        fd, bd = lin(tokens, width, h, count)
+        return fu, fd, bu + bd
+
+    f_up, f_dn, b_mlp = mlp(T, m.ffn_hidden / tp)
     if m.moe:
         e = m.moe
         ffrac = m.n_moe_layers / n_layers
         local_experts = e.n_experts / ep
         # expert-parallel: experts whole, tokens of this rank's sequence shard routed to them;
-        # otherwise every expert is tensor-split like a dense MLP
+        # otherwise every expert is tensor-split like a dense MLP (grouped GEMM: tiles share waves)
         tok_per_expert = np.where(ep > 1, T / tp * e.top_k * ep / e.n_experts, T * e.top_k / e.n_experts)
         width = np.where(ep > 1, e.expert_ffn_hidden, e.expert_ffn_hidden / tp)
-        t_experts = compute.gemm_time(g, tok_per_expert, width, h, fp8, count=n_mats * local_experts)
+        xu, xd, xb = mlp(tok_per_expert, width, local_experts)
         shared_w = (e.shared_ffn_hidden or e.expert_ffn_hidden) * e.n_shared_experts
-        t_shared = compute.gemm_time(g, T, max(shared_w, 1) / tp, h, fp8, count=n_mats) if shared_w else 0.0
-        t_router = compute.gemm_time(g, T, e.n_experts, h, False)
-        t_dense = compute.gemm_time(g, T, m.ffn_hidden / tp, h, fp8, count=n_mats)
-        t_mlp = (1 - ffrac) * t_dense + ffrac * (t_experts + t_shared + t_router)
-    else:
-        t_mlp = compute.gemm_time(g, T, m.ffn_hidden / tp, h, fp8, count=n_mats)
+        su, sd, sb = mlp(T, shared_w / tp) if shared_w else (0.0, 0.0, 0.0)
+        rf, rb = lin(T, h, e.n_experts, f8=False)
+        f_up = (1 - ffrac) * f_up + ffrac * (xu + su + rf)
+        f_dn = (1 - ffrac) * f_dn + ffrac * (xd + sd)
+        b_mlp = (1 - ffrac) * b_mlp + ffrac * (xb + sb + rb)
+    t_attn_proj_f, t_attn_proj_b = f_qkv + f_o, b_qkv + b_o
+    t_mlp_f, t_mlp_b = f_up + f_dn, b_mlp
 
     heads_local = m.n_heads / tp
     if flash:
         attn_fwd_flops = T * attention_core_flops(m, s, causal=True) / tp
-        t_core_f = compute.attention_time(g, attn_fwd_flops) / c.get("attention_kernel_efficiency", 1.0)
-        t_core_b = 2.5 * t_core_f
+        kernel = c.get("attention_kernel_efficiency", 1.0)
+        t_core_f = compute.attention_time(g, attn_fwd_flops, s / cp) / kernel
+        t_core_b = 2.5 * compute.attention_time(g, attn_fwd_flops, s / cp, backward=True) / kernel
     else:   # batched GEMMs over the full s x s scores, then fused scale-mask-softmax (+ dropout)
         hd_qk = qd / m.n_heads
         t_gemm = compute.gemm_time(g, s, s, hd_qk, False, count=2.0 * mb / cp * heads_local)
@@ -135,12 +160,9 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     elem_f = elem_f + np.where(fp8, c["fp8_cast"] * fp8_elems, 0.0)
     t_elem_f = compute.memory_time(g, elem_f)
 
-    # fp8 GEMM kernels of a stack's scaling recipe may run below the chip's fp8 rate
-    slow8 = np.where(fp8, 1.0 / c["fp8_gemm"], 1.0)
-    t_attn_proj, t_mlp = t_attn_proj * slow8, t_mlp * slow8
-    t_gemm_f = t_attn_proj + t_mlp
+    t_gemm_f = t_attn_proj_f + t_mlp_f
     t_fwd = t_gemm_f + t_core_f + t_elem_f
-    t_bwd = 2.0 * t_gemm_f + t_core_b + 2.0 * t_elem_f
+    t_bwd = t_attn_proj_b + t_mlp_b + t_core_b + 2.0 * t_elem_f
     # recompute: full reruns the forward; selective reruns part of it
     sel_extra = c["selective_gemm_recompute"] * t_gemm_f + (t_elem_f if c["selective_gemm_recompute"] else 0.0)
     if not flash:
@@ -148,16 +170,30 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     t_recomp = np.where(rc == 2, t_fwd, np.where(rc == 1, sel_extra, 0.0))
     t_layer = t_fwd + t_bwd + t_recomp
 
-    # output layer (last stage): logits GEMM forward + 2x backward, fp32 softmax/loss over the vocabulary
-    t_logits = 3.0 * compute.gemm_time(g, T, V / tp, h, False) + compute.memory_time(g, T * V / tp * 4.0 * 3)
+    # output layer (last stage): logits GEMMs, then the fp32 softmax cross-entropy over the vocabulary
+    f_log, b_log = compute.linear_times(g, T, h, V / tp)
+    t_logits = f_log + b_log + compute.memory_time(g, T * V / tp * LOSS_BYTES_PER_LOGIT)
 
     # ------------------------------------------------------------------ communication per layer
     act_msg = T * h * 2.0                                         # one token-block of activations, bytes
     tp_per_node = np.minimum(tp, gpn)
     t_tp_one = comm.allgather_time(cluster, act_msg, tp, tp_per_node, tp)
-    n_tp = 4.0 + np.where(rc == 2, 2.0, 0.0)                      # AG/RS pairs: 2 fwd + 2 bwd (+2 recompute)
-    t_tp = n_tp * t_tp_one * np.where(sp, 1.0, 2.0)              # without SP: all-reduce = 2x
-    tp_exposed = t_tp / tp if c["tp_overlap"] == "chunked" else t_tp
+    # per layer: forward 2 all-reduces (with SP: 2 all-gathers + 2 reduce-scatters, the same bytes:
+    # Korthikanti et al. 2022 section 4.2.2), backward the same again, full recompute repeats the forward.
+    # Counted in all-gather units (an all-reduce moves twice an all-gather's bytes).
+    n_tp = 8.0 + np.where(rc == 2, 4.0, 0.0)
+    t_tp = n_tp * t_tp_one
+    if c["tp_overlap"] == "chunked":
+        # collective matmul (TE userbuffers, PyTorch async TP): each collective is cut into tp chunks and
+        # pipelined with the GEMM next to it: the all-gather before the QKV and MLP-in GEMMs, the
+        # reduce-scatter after the output and MLP-out GEMMs (backward: the same GEMMs' data-gradient
+        # halves). One chunk stays exposed, and so does whatever the neighbouring GEMM is too short to hide.
+        site = 0.0
+        for t_g in (f_qkv, f_o, f_up, f_dn):
+            site = site + np.maximum(t_tp_one / tp, t_tp_one - t_g)
+        tp_exposed = site * n_tp / 4.0
+    else:
+        tp_exposed = t_tp
 
     kv_bytes = T * (m.kv_heads * (qd / m.n_heads) + m.kv_heads * m.hd) * 2.0 / tp
     cp_per_node = np.clip(gpn / tp, 1, cp)
@@ -266,8 +302,8 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "hfu": mflops_tok * (1 + hw_extra) * tok_s_gpu / peak16,
         "n_microbatches": n_mb, "n_gpus": n_gpus,
         # time per step, seconds (compute split by op class)
-        "t_gemm_attn_proj": n_mb * layers_stage * t_attn_proj * 3,
-        "t_gemm_mlp": n_mb * layers_stage * t_mlp * 3,
+        "t_gemm_attn_proj": n_mb * layers_stage * (t_attn_proj_f + t_attn_proj_b),
+        "t_gemm_mlp": n_mb * layers_stage * (t_mlp_f + t_mlp_b),
         "t_attention": n_mb * layers_stage * (t_core_f + t_core_b),
         "t_memory_bound": n_mb * layers_stage * 3 * t_elem_f,
         "t_recompute": n_mb * layers_stage * t_recomp,

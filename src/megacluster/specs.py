@@ -175,8 +175,17 @@ class GPUSpec(_Spec):
     # efficiency of this hardware (fractions of the data-sheet peak), each with its source in the YAML
     gemm_efficiency: float = Field(gt=0, le=1, description="best sustained fraction of dense peak, large GEMM")
     gemm_efficiency_fp8: Optional[float] = Field(None, gt=0, le=1)
-    gemm_half_dim: float = Field(gt=0, description="GEMM inner/outer size at which efficiency halves' excess")
-    attention_efficiency: float = Field(gt=0, le=1, description="fused flash attention fraction of peak")
+    sm_count: int = Field(gt=0, description="streaming multiprocessors (compute units): GEMM tiles per wave")
+    gemm_tile: tuple[int, int] = Field((128, 256), description="output tile (rows, cols) of the library's "
+                                       "large-GEMM kernels, for wave quantisation")
+    gemm_k_overhead: float = Field(gt=0, description="K0, 16-bit: per-tile fill and epilogue time expressed "
+                                   "as inner-dimension length; efficiency x K/(K+K0) (fp8: 2 K0)")
+    gemm_launch_us: float = Field(0.0, ge=0, description="fixed time per GEMM kernel, microseconds")
+    attention_efficiency: float = Field(gt=0, le=1, description="causal flash-attention forward, long-sequence "
+                                        "sustained fraction of 16-bit peak")
+    attention_bwd_ratio: float = Field(1.0, gt=0, le=1.5, description="backward kernel rate / forward rate")
+    attention_half_seq: float = Field(0.0, ge=0, description="s0: attention rate x s/(s+s0) for s query "
+                                      "tokens per kernel (0 = no length dependence)")
     hbm_efficiency: float = Field(gt=0, le=1, description="sustained fraction of HBM bandwidth (streams)")
     power_cap_w: Optional[float] = Field(None, gt=0, description="board power limit below TDP, if any")
     source: str = ""
