@@ -279,8 +279,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     optim = p_dense * 12.0 / opt_shard + p_expert * 12.0 / np.where(zero >= 1, eshard, 1.0)
     per_tok_layer = activation_bytes_per_token_layer(m, s, tp, sp, rc, flash, _dropout(m), cp)
     in_flight = np.where(pp > 1, np.minimum(pp, n_mb) * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0), 1.0)
-    acts_first = per_tok_layer * T * layers_stage * in_flight + T * h * 2.0
-    acts_last = per_tok_layer * T * layers_stage + T * V / tp * 6.0    # logits bf16 + fp32 for the loss
+    # full recompute rebuilds one layer's whole activation set during its backward: that working set is
+    # live on top of the stored layer inputs
+    rebuilt = np.where(rc == 2, activation_bytes_per_token_layer(m, s, tp, sp, 0, flash, _dropout(m), cp) * T, 0.0)
+    acts_first = per_tok_layer * T * layers_stage * in_flight + T * h * 2.0 + rebuilt
+    # last stage: bf16 logits, their fp32 copy (kept by log-softmax) and the fp32 gradient, 10 bytes a logit
+    acts_last = per_tok_layer * T * layers_stage + T * V / tp * 10.0 + rebuilt
     activations = np.maximum(acts_first, acts_last)
     layer_w = dense_layer_params / tp * 2.0
     buffers = 4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + c["reserved_gib"] * GIB
