@@ -147,3 +147,26 @@ def test_site_file_and_catalog_sites(tmp_path):
     sid, figs = load_site(str(f))
     assert sid == "nordic" and figs["grid_gco2_per_kwh"].value == 30
     assert figs["pue"].source == str(f)
+
+
+def test_usable_gpu_counts_keep_at_most_five_percent_spare():
+    from megacluster.campaign.campaign import usable_gpu_counts
+    counts = usable_gpu_counts(100_000, 8)
+    assert counts[0] == 100_000 and 98_304 in counts
+    assert all(c % 8 == 0 and 0.95 * 100_000 <= c <= 100_000 for c in counts)
+    assert usable_gpu_counts(16_384, 8) == [16_384]
+
+
+def test_search_may_leave_hot_spares_when_that_trains_faster():
+    """25,000 A100 (2^3 x 5^5) admit few layouts; the campaign may train on 24,576 and keep the rest spare."""
+    from megacluster.campaign.campaign import resolve_step
+    from megacluster.cluster import make_cluster
+    from megacluster import catalog
+    model = catalog.model("llama3-70b")
+    cluster = make_cluster("a100-80gb", 25_000)
+    from megacluster.search import search
+    step, source = resolve_step(model, cluster, global_batch=None, seq_len=4096)
+    everything = search(model, cluster, seq_len=4096, top=1).best
+    assert step.tokens_per_s >= everything.tokens_per_s
+    assert (step.n_gpus < 25_000) == ("hot spares" in source)
+    assert step.n_gpus >= 0.95 * 25_000

@@ -253,9 +253,41 @@ def resolve_step(model: ModelSpec, cluster: ClusterSpec, layout: Optional[Layout
     from ..search import search
 
     kw = dict(pins or {})
-    res = search(model, cluster, global_batch=global_batch, seq_len=seq_len or model.seq_len, stack=stack,
-                 top=1, pins=kw, global_batch_bounds=tuple(global_batch_bounds) if global_batch_bounds else None)
-    return res.best, "searched"
+    bounds = tuple(global_batch_bounds) if global_batch_bounds else None
+    best, best_n, first_err = None, cluster.n_gpus, None
+    for n in usable_gpu_counts(cluster.n_gpus, cluster.node.gpus_per_node):
+        try:
+            res = search(model, cluster.model_copy(update={"n_gpus": n}), global_batch=global_batch,
+                         seq_len=seq_len or model.seq_len, stack=stack, top=1, pins=kw, global_batch_bounds=bounds)
+        except UserError as e:
+            first_err = first_err or e
+            continue
+        if best is None or res.best.tokens_per_s > best.tokens_per_s * (1 + 1e-9):
+            best, best_n = res.best, n
+    if best is None:
+        raise first_err
+    if best_n < cluster.n_gpus:
+        return best, (f"searched; trains on {best_n:,} of the {cluster.n_gpus:,} GPUs (faster than any layout "
+                      f"of all of them), {cluster.n_gpus - best_n:,} kept as hot spares")
+    return best, "searched"
+
+
+SPARE_FRACTION = 0.05   # at most this share of a cluster is left out of the job as hot spares
+
+
+def usable_gpu_counts(n_gpus: int, gpus_per_node: int) -> list[int]:
+    """GPU counts a campaign may train on: all of them, or all but up to 5% kept as hot spares, rounded
+    down to multiples of 2^k nodes so that the parallel degrees can divide them (100,000 = 2^5 x 5^5 has no
+    pipeline depth of 16 with TP 8; 98,304 = 2^15 x 3 does). Spares are how large clusters absorb
+    failures (Llama 3 paper section 3.3.4 swaps failed hosts)."""
+    out = [n_gpus]
+    q = gpus_per_node
+    while q * 2 <= n_gpus:
+        q *= 2
+        m = n_gpus - n_gpus % q
+        if m >= (1 - SPARE_FRACTION) * n_gpus and m not in out:
+            out.append(m)
+    return out
 
 
 def run_campaign(model: Union[str, ModelSpec], tokens: float, cluster: ClusterSpec, site: str = "us-average",
