@@ -126,6 +126,9 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
         a.update(extra_assumptions)
     apply_overrides(a, overrides or {}, override_source)
     notes: list[str] = []
+    if "hot spares" in plan_source:
+        notes.append("hot-spare GPUs are counted in GPU-hours, power and cost as if they trained (an upper "
+                     "bound: idle spares draw less)")
 
     # ---- time per step (optionally at a pinned MFU)
     mfu_model = float(step.mfu)
