@@ -158,7 +158,7 @@ def test_usable_gpu_counts_keep_at_most_five_percent_spare():
 
 
 def test_search_may_leave_hot_spares_when_that_trains_faster():
-    """25,000 A100 (2^3 x 5^5) admit few layouts; the campaign may train on 24,576 and keep the rest spare."""
+    """25,000 A100 (2^3 x 5^5) admit few layouts; the campaign may train on fewer and keep the rest spare."""
     from megacluster.campaign.campaign import resolve_step
     from megacluster.cluster import make_cluster
     from megacluster import catalog

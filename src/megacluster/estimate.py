@@ -96,7 +96,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
 
     def lin(tokens, d_in, d_out, count=1.0, f8=fp8):
         f, b = compute.linear_times(g, tokens, d_in, d_out, f8, count)
-        k = np.where(f8, slow8, 1.0)
+        k = np.where(f8, slow8, 1.0)      # the router (f8 False) runs in 16 bits, unslowed
         return f * k, b * k
 
     qkv_out = np.maximum(m.attn_params / h - vd, 1.0) / tp      # Q, K, V (MLA: its down/up projections)

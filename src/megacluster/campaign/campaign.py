@@ -281,8 +281,8 @@ SPARE_FRACTION = 0.05   # at most this share of a cluster is left out of the job
 def usable_gpu_counts(n_gpus: int, gpus_per_node: int) -> list[int]:
     """GPU counts a campaign may train on: all of them, or all but up to 5% kept as hot spares, rounded
     down to multiples of 2^k nodes so that the parallel degrees can divide them (100,000 = 2^5 x 5^5 has no
-    pipeline depth of 16 with TP 8; 98,304 = 2^15 x 3 does). Spares are how large clusters absorb
-    failures (Llama 3 paper section 3.3.4 swaps failed hosts)."""
+    pipeline depth of 16 with TP 8; 98,304 = 2^15 x 3 does). The spares also give a restarted job healthy
+    hosts to replace failed ones."""
     out = [n_gpus]
     q = gpus_per_node
     while q * 2 <= n_gpus:

@@ -72,9 +72,9 @@ def attention_rate(gpu: GPUSpec, seq):
     return gpu.peak("bf16") * gpu.attention_efficiency * clock_factor(gpu) * length
 
 
-def attention_time(gpu: GPUSpec, flops, seq=None, backward=False):
-    """Seconds for flash-attention FLOPs at ``seq`` query tokens per kernel (None: long sequences)."""
-    rate = attention_rate(gpu, 1e12 if seq is None else seq)
+def attention_time(gpu: GPUSpec, flops, seq, backward=False):
+    """Seconds for flash-attention FLOPs at ``seq`` query tokens per kernel."""
+    rate = attention_rate(gpu, seq)
     if backward:
         rate = rate * gpu.attention_bwd_ratio
     return np.asarray(flops, dtype=float) / rate
