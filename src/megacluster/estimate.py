@@ -57,6 +57,15 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     return c
 
 
+def _fsdp_keeps(c: dict[str, Any], key: str, pp):
+    """Whether a ZeRO-3 stack keeps a stage's weights or gradients unsharded across micro-batches:
+    "never", "with_pp" (only when pipelining, as torchtitan does) or "always"."""
+    mode = c.get(key, "never")
+    if mode not in ("never", "with_pp", "always"):
+        raise ValueError(f"stack constant {key} must be never, with_pp or always, not {mode!r}")
+    return np.asarray(pp > 1) if mode == "with_pp" else np.full(np.shape(pp), mode == "always")
+
+
 def _dropout(m: ModelSpec) -> bool:
     """GPT-style (non-gated, GELU) models were trained with dropout 0.1; Llama-style models without."""
     return m.mlp == "gelu"
@@ -252,12 +261,13 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # ZeRO-3 / FSDP: gather weights for forward and backward, reduce-scatter grads, per micro-batch
     # (or once per step when weights stay gathered across micro-batches)
     per_mb = 2.0 * ag_params + rs_grads
-    if c["fsdp_gather_per_microbatch"]:
-        comm3 = n_mb * per_mb
-        hide3 = n_mb * t_mb_first * (1.0 if c["dp_overlap"] else 0.0)
-    else:
-        comm3 = per_mb
-        hide3 = t_mb_first * (1.0 if c["dp_overlap"] else 0.0)
+    # a stack that keeps a stage's weights (and gradients) unsharded across micro-batches gathers once a step
+    keep_w = _fsdp_keeps(c, "fsdp_unsharded_weights", pp)
+    keep_g = _fsdp_keeps(c, "fsdp_unsharded_grads", pp)
+    per_mb_gather = bool(c["fsdp_gather_per_microbatch"]) & ~keep_w
+    hide = 1.0 if c["dp_overlap"] else 0.0
+    comm3 = np.where(per_mb_gather, n_mb * per_mb, per_mb)
+    hide3 = np.where(per_mb_gather, n_mb, 1.0) * t_mb_first * hide
     first_gather = ag_params / np.maximum(layers_stage, 1)            # the first layer's gather is exposed
     dp_exposed_3 = np.maximum(0.0, comm3 - hide3) + first_gather
     dp_exposed = np.where(shard > 1, np.where(zero == 3, dp_exposed_3, dp_exposed_12), 0.0)
@@ -269,22 +279,42 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         zero >= 1, eshard, 1.0) * (24.0 + c["grad_bytes"] + 2.0)
     t_opt = compute.memory_time(g, opt_bytes)
 
+    # communication hidden behind compute still slows that compute: its kernels take SMs and HBM bandwidth
+    # (GPU constant overlap_compute_slowdown, a fraction of the hidden communication time)
+    tp_hidden = t_tp - tp_exposed
+    cp_hidden = np.where(cp > 1, t_cp - np.maximum(0.0, t_cp - c["cp_overlap"] * (t_core_f + t_core_b)), 0.0)
+    ep_hidden = (m.n_moe_layers / n_layers) * c["ep_overlap"] * t_ep if m.moe else 0.0
+    dp_hidden_12 = np.where(zero == 0, 2.0 * rs_grads, rs_grads + ag_params) - dp_exposed_12
+    dp_hidden_3 = np.minimum(comm3, hide3)
+    dp_hidden = np.where(shard > 1, np.where(zero == 3, dp_hidden_3, np.maximum(dp_hidden_12, 0.0)), 0.0)
+    hidden = n_mb * layers_stage * (tp_hidden + cp_hidden + ep_hidden) + c["pp_overlap"] * t_p2p + dp_hidden
+    t_contention = g.overlap_compute_slowdown * hidden
+
     t_compute = n_mb * t_mb
-    step = t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + c["step_overhead_s"]
+    step = t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + t_contention + c["step_overhead_s"]
 
     # ------------------------------------------------------------------ memory per GPU
-    weights = p_gpu * 2.0 / np.where(zero == 3, shard, 1.0)
+    # ZeRO-3 with fp32 sharded parameters (FSDP2 mixed precision): the fp32 shard is the master copy, so
+    # there is no separate 16-bit sharded copy; a stack may keep the stage's 16-bit weights (and its fp32
+    # gradient accumulation) unsharded across micro-batches
+    shard_w = np.where(c.get("fsdp_fp32_params", False), 0.0, 2.0)
+    weights = np.where(zero == 3, p_gpu * shard_w / shard + np.where(keep_w, p_gpu * 2.0, 0.0), p_gpu * 2.0)
     grads = (p_dense * c["grad_bytes"] / np.where(zero >= 2, shard, 1.0)
              + p_expert * c["grad_bytes"] / np.where(zero >= 2, eshard, 1.0))
+    grads = grads + np.where((zero == 3) & keep_g, p_gpu * c["grad_reduce_bytes"], 0.0)
     optim = p_dense * 12.0 / opt_shard + p_expert * 12.0 / np.where(zero >= 1, eshard, 1.0)
-    per_tok_layer = activation_bytes_per_token_layer(m, s, tp, sp, rc, flash, _dropout(m), cp)
-    in_flight = np.where(pp > 1, np.minimum(pp, n_mb) * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0), 1.0)
-    # full recompute rebuilds one layer's whole activation set during its backward: that working set is
-    # live on top of the stored layer inputs
-    rebuilt = np.where(rc == 2, activation_bytes_per_token_layer(m, s, tp, sp, 0, flash, _dropout(m), cp) * T, 0.0)
+    policy = c.get("selective_policy", "attention_core")
+    per_tok_layer = activation_bytes_per_token_layer(m, s, tp, sp, rc, flash, _dropout(m), cp, policy)
+    # micro-batches whose activations the first stage holds at once: pp under 1F1B, pp + (pp-1)/vp under the
+    # interleaved schedule (Narayanan et al. 2021), never more than the micro-batches there are
+    in_flight = np.where(pp > 1, np.minimum(pp * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0), n_mb), 1.0)
+    # recompute rebuilds one layer's dropped activations during its backward: that working set is live on
+    # top of what is stored
+    full_layer = activation_bytes_per_token_layer(m, s, tp, sp, 0, flash, _dropout(m), cp)
+    rebuilt = np.where(rc >= 1, np.maximum(full_layer - per_tok_layer, 0.0) * T, 0.0)
     acts_first = per_tok_layer * T * layers_stage * in_flight + T * h * 2.0 + rebuilt
-    # last stage: bf16 logits, their fp32 copy (kept by log-softmax) and the fp32 gradient, 10 bytes a logit
-    acts_last = per_tok_layer * T * layers_stage + T * V / tp * 10.0 + rebuilt
+    # last stage: the logits and the loss's fp32 working copies (bytes per logit: a stack constant)
+    acts_last = per_tok_layer * T * layers_stage + T * V / tp * c.get("loss_bytes_per_logit", 10.0) + rebuilt
     activations = np.maximum(acts_first, acts_last)
     layer_w = dense_layer_params / tp * 2.0
     buffers = 4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + c["reserved_gib"] * GIB
@@ -315,6 +345,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "t_tp_comm": n_mb * layers_stage * tp_exposed, "t_cp_comm": n_mb * layers_stage * cp_exposed,
         "t_ep_comm": n_mb * layers_stage * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
         "t_dp_comm": dp_exposed, "t_dp_comm_total": t_dp_total, "t_optimizer": t_opt,
+        "t_overlap_slowdown": t_contention,
         "t_compute": t_compute,
         # memory per GPU, bytes
         "m_weights": weights, "m_gradients": grads, "m_optimizer": optim, "m_activations": activations,
@@ -349,7 +380,7 @@ class StepEstimate(BaseModel):
 
 
 TIME_KEYS = ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound", "recompute", "output_layer",
-             "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "optimizer")
+             "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "overlap_slowdown", "optimizer")
 MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "buffers")
 
 
@@ -373,7 +404,8 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, layout: Layout, stack: Stac
     time_s = {k: f["t_" + k] for k in TIME_KEYS}
     memory = {k: f["m_" + k] / GIB for k in MEMORY_KEYS}
     comm_exposed = sum(time_s[k] for k in ("tp_comm", "cp_comm", "ep_comm", "pp_comm", "dp_comm"))
-    phases = {"compute": f["t_compute"] - (time_s["tp_comm"] + time_s["cp_comm"] + time_s["ep_comm"]),
+    phases = {"compute": f["t_compute"] - (time_s["tp_comm"] + time_s["cp_comm"] + time_s["ep_comm"])
+              + time_s["overlap_slowdown"],
               "communication": comm_exposed, "bubble": time_s["bubble"], "optimizer": time_s["optimizer"]}
     phases["other"] = max(0.0, f["step_time_s"] - sum(phases.values()))
     return StepEstimate(

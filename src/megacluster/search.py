@@ -440,7 +440,8 @@ TIME_LABELS = {"gemm_attn_proj": "attention-projection GEMMs", "gemm_mlp": "MLP 
                "attention": "attention kernels", "memory_bound": "memory-bound ops", "recompute": "recompute",
                "output_layer": "output layer", "tp_comm": "TP communication", "cp_comm": "CP communication",
                "ep_comm": "EP all-to-all", "pp_comm": "pipeline send/recv", "bubble": "pipeline bubble",
-               "dp_comm": "DP communication", "optimizer": "optimizer step"}
+               "dp_comm": "DP communication", "overlap_slowdown": "compute slowed by hidden communication",
+               "optimizer": "optimizer step"}
 
 
 def why_slower(best: StepEstimate, other: StepEstimate) -> str:
@@ -559,7 +560,8 @@ class SweepResult(BaseModel):
 
 _GROUPS = {"compute": ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound", "output_layer"),
            "recompute": ("recompute",), "tp_comm": ("tp_comm",), "cp_comm": ("cp_comm",), "ep_comm": ("ep_comm",),
-           "pp_comm": ("pp_comm",), "bubble": ("bubble",), "dp_comm": ("dp_comm",), "optimizer": ("optimizer",)}
+           "pp_comm": ("pp_comm",), "bubble": ("bubble",), "dp_comm": ("dp_comm",), "optimizer": ("optimizer",),
+           "overlap_slowdown": ("overlap_slowdown",)}
 
 
 def _gpu_seconds_per_token(e: StepEstimate) -> dict[str, float]:
@@ -597,6 +599,7 @@ def falloff_reason(prev: StepEstimate, cur: StepEstimate, prev_cluster: ClusterS
            "cp_comm": f"CP communication ({share:.0%} of the step) at cp={L.cp}",
            "ep_comm": f"EP all-to-all ({share:.0%} of the step) at ep={L.ep}",
            "optimizer": f"optimizer step ({share:.0%} of the step)",
+           "overlap_slowdown": f"compute slowed by the communication hidden behind it ({share:.0%} of the step)",
            "recompute": f"recompute ({L.recompute}) to fit memory",
            "compute": f"less work per GPU: {L.micro_batch * L.seq_len // L.cp:,} tokens per micro-batch per GPU "
                       f"(micro-batch {L.micro_batch}, cp={L.cp}) split {L.tp} ways by TP, so smaller, less efficient "

@@ -184,6 +184,8 @@ class GPUSpec(_Spec):
     attention_efficiency: float = Field(gt=0, le=1, description="causal flash-attention forward, long-sequence "
                                         "sustained fraction of 16-bit peak")
     attention_bwd_ratio: float = Field(1.0, gt=0, le=1.5, description="backward kernel rate / forward rate")
+    overlap_compute_slowdown: float = Field(0.0, ge=0, description="compute time added per second of "
+                                            "communication hidden behind it (kernels contend for SMs and HBM)")
     attention_half_seq: float = Field(0.0, ge=0, description="s0: attention rate x s/(s+s0) for s query "
                                       "tokens per kernel (0 = no length dependence)")
     hbm_efficiency: float = Field(gt=0, le=1, description="sustained fraction of HBM bandwidth (streams)")

@@ -12,6 +12,15 @@ bytes with 16-bit activations, for hidden size h, FFN width f, heads a, sequence
 For GPT (q = k = v = h, f = 4h, dropout) this is Korthikanti's 34h + 5as per token. Tensor parallelism
 divides the parts inside attention and MLP by t; sequence parallelism also divides the rest. Selective
 recompute drops the 5as term; full recompute keeps only the layer input (2h, divided by t with SP).
+
+Selective recompute is a policy of the software stack (``selective_policy``):
+
+* ``attention_core`` (Megatron, Korthikanti et al.): everything above but the attention scores.
+* ``every_other_matmul`` (torchtitan's per-op selective checkpointing, ``activation_checkpoint.py``): the
+  layer input, the flash-attention output, and the outputs of the 1st, 3rd, 5th, ... matmul of the layer in
+  call order (Q, K, V, O, then the MLP's up/gate and down projections); everything else is recomputed. A
+  row-parallel matmul's local output is the full width h (a partial sum before the reduce-scatter), so it is
+  not divided by t.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ GIB = 1024.0 ** 3
 
 
 def activation_bytes_per_token_layer(m: ModelSpec, seq_len, tp=1, sp=False, recompute="none",
-                                     flash=True, dropout=False, cp=1):
+                                     flash=True, dropout=False, cp=1, selective_policy="attention_core"):
     """Activation bytes stored per token per layer for the backward pass (one GPU's share).
 
     ``recompute``: "none", "selective" or "full" (or an integer array 0/1/2). ``cp`` splits the sequence,
@@ -50,7 +59,25 @@ def activation_bytes_per_token_layer(m: ModelSpec, seq_len, tp=1, sp=False, reco
     outer_div = np.where(sp, tp, 1.0)
     full_layer = (inner_attn + inner_mlp + scores) / tp + outer / outer_div
     input_only = 2.0 * h / outer_div
-    return np.where(rc == 2, input_only, full_layer)
+    if selective_policy == "every_other_matmul":
+        selective = input_only + 2.0 * qd / tp + every_other_matmul_bytes(m, f, tp)
+    elif selective_policy == "attention_core":
+        selective = full_layer
+    else:
+        raise ValueError(f"unknown selective recompute policy {selective_policy!r}")
+    return np.where(rc == 2, input_only, np.where(rc == 1, selective, full_layer))
+
+
+def every_other_matmul_bytes(m: ModelSpec, f, tp=1):
+    """Bytes per token of the matmul outputs that torchtitan's per-op checkpointing keeps: the odd ones
+    in call order. Column-parallel outputs (Q, K, V, up, gate) are split by t; row-parallel ones (O, down)
+    are a full-width partial sum on every rank."""
+    h = m.d_model
+    qd, vd = attn_dims(m)
+    kv = m.kv_heads * m.hd if not m.mla else qd
+    tp = np.asarray(tp, dtype=float)
+    widths = [qd / tp, kv / tp, kv / tp, h + 0 * tp] + [f / tp] * (2 if m.gated else 1) + [h + 0 * tp]
+    return sum(2.0 * w for i, w in enumerate(widths) if i % 2 == 0)
 
 
 def _recompute_code(recompute):

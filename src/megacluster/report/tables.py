@@ -16,7 +16,8 @@ TIME_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                  ("recompute", "activation recompute"), ("output_layer", "output layer + loss"))),
     ("communication (exposed)", (("tp_comm", "tensor parallel"), ("cp_comm", "context parallel"),
                                  ("ep_comm", "expert all-to-all"), ("pp_comm", "pipeline send/recv"),
-                                 ("dp_comm", "data parallel"))),
+                                 ("dp_comm", "data parallel"),
+                                 ("overlap_slowdown", "compute slowed by hidden communication"))),
     ("pipeline", (("bubble", "bubble"),)),
     ("optimizer", (("optimizer", "optimizer step"),)),
 )

@@ -1,0 +1,97 @@
+"""Stack-dependent memory and overlap physics, against hand counts.
+
+* torchtitan's per-op selective checkpointing keeps the odd matmul outputs of a layer (Q, V, MLP-up, MLP-down
+  for a gated model) plus the layer input and the attention output.
+* The first pipeline stage never holds more micro-batches than the step has.
+* FSDP2 shards are the fp32 master copy; torchtitan keeps a stage's weights and fp32 gradients unsharded
+  when it pipelines.
+* Communication hidden behind compute slows that compute by the GPU's overlap_compute_slowdown.
+
+The GPU, node and fabric are the test's own (tests/test_physics.py), so catalog tuning never changes them."""
+
+from __future__ import annotations
+
+import pytest
+
+from megacluster.estimate import estimate, estimate_arrays, layout_arrays, stack_constants
+from megacluster.physics import memory
+from megacluster.specs import ClusterSpec, Layout, ModelSpec, StackSpec
+
+from test_physics import FABRIC, GPT, GPU, NODE, cluster
+
+# Llama 3.1 8B shape (Meta model card / config.json)
+LLAMA8 = ModelSpec(name="llama-8b", n_layers=32, d_model=4096, n_heads=32, n_kv_heads=8, ffn_hidden=14336,
+                   vocab=128256, mlp="swiglu", seq_len=8192)
+
+
+def test_every_other_matmul_keeps_q_v_up_down_by_hand():
+    h, q, kv, f = 4096, 4096, 1024, 14336
+    # matmuls in call order: Q, K, V, O, w1 (gate), w3 (up), w2 (down); 1st, 3rd, 5th, 7th kept
+    assert memory.every_other_matmul_bytes(LLAMA8, f, tp=1) == 2 * (q + kv + f + h)
+    # tensor parallel: column-parallel outputs split, the row-parallel down projection's partial sum is full width
+    assert memory.every_other_matmul_bytes(LLAMA8, f, tp=8) == 2 * (q / 8 + kv / 8 + f / 8 + h)
+    per_token = memory.activation_bytes_per_token_layer(LLAMA8, 8192, tp=1, recompute="selective",
+                                                        selective_policy="every_other_matmul")
+    assert per_token == 2 * h + 2 * q + 2 * (q + kv + f + h)     # + layer input and attention output
+    kept_all = memory.activation_bytes_per_token_layer(LLAMA8, 8192, tp=1, recompute="selective")
+    assert per_token < kept_all / 2
+
+
+def test_unknown_selective_policy_is_refused():
+    with pytest.raises(ValueError, match="policy"):
+        memory.activation_bytes_per_token_layer(LLAMA8, 8192, recompute="selective", selective_policy="bogus")
+
+
+def _acts(L: Layout, stack: StackSpec, model: ModelSpec = GPT) -> float:
+    r = estimate_arrays(model, cluster(L.n_gpus), stack, layout_arrays(L))
+    return float(r["m_activations"])
+
+
+def test_first_stage_holds_no_more_micro_batches_than_there_are():
+    """Interleaved 1F1B keeps pp + (pp-1)/vp micro-batches in flight, but a step of m < that has only m."""
+    base = dict(tp=8, pp=8, dp=1, vp=2, micro_batch=1, seq_len=2048, recompute="none")
+    many = _acts(Layout(global_batch=64, **base), StackSpec(framework="megatron"))
+    few = _acts(Layout(global_batch=4, **base), StackSpec(framework="megatron"))
+    per_tok = memory.activation_bytes_per_token_layer(GPT, 2048, tp=8, sp=True, recompute="none", flash=True,
+                                                      dropout=True)
+    layer_mb = per_tok * 2048 * (GPT.n_layers / 8)
+    assert many - few == pytest.approx(layer_mb * ((8 + 7 / 2) - 4), rel=1e-9)
+
+
+def _states(L: Layout, stack: StackSpec) -> dict[str, float]:
+    r = estimate_arrays(LLAMA8, ClusterSpec(gpu=GPU, n_gpus=L.n_gpus, node=NODE, fabric=FABRIC), stack,
+                        layout_arrays(L))
+    return {k: float(r[f"m_{k}"]) for k in ("weights", "gradients", "optimizer")} | {
+        "params": float(r["params_per_gpu"])}
+
+
+def test_fsdp2_keeps_16_bytes_per_parameter_sharded():
+    """torchtitan: fp32 shard (master) + fp32 grad + Adam m, v = 16 bytes a parameter, all sharded."""
+    s = _states(Layout(dp=8, global_batch=8, seq_len=8192, zero=3), StackSpec(framework="torchtitan"))
+    assert s["weights"] + s["gradients"] + s["optimizer"] == pytest.approx(16 * s["params"] / 8, rel=1e-12)
+
+
+def test_torchtitan_pipelining_keeps_stage_weights_and_grads_unsharded():
+    stack = StackSpec(framework="torchtitan")
+    c = stack_constants(stack, "hopper")
+    assert c["fsdp_unsharded_weights"] == "with_pp" and c["fsdp_unsharded_grads"] == "with_pp"
+    s = _states(Layout(pp=4, dp=8, global_batch=32, seq_len=8192, zero=3), stack)
+    p = s["params"]
+    assert s["weights"] == pytest.approx(2 * p, rel=1e-12)                   # bf16, unsharded
+    assert s["gradients"] == pytest.approx(4 * p / 8 + 4 * p, rel=1e-12)     # fp32 shard + fp32 accumulation
+
+
+def test_hidden_communication_slows_compute_by_the_gpu_constant():
+    L = Layout(tp=8, pp=1, dp=8, micro_batch=1, global_batch=8, seq_len=2048, zero=1)
+    stack = StackSpec(framework="megatron")                  # hopper: chunked TP overlap, overlapped DP
+    fast = estimate(GPT, cluster(64), L, stack, check=False)
+    assert fast.time_s["overlap_slowdown"] == 0.0            # the test GPU has no contention constant
+    slow_gpu = GPU.model_copy(update={"overlap_compute_slowdown": 0.2})
+    slow = estimate(GPT, ClusterSpec(gpu=slow_gpu, n_gpus=64, node=NODE, fabric=FABRIC), L, stack, check=False)
+    added = slow.time_s["overlap_slowdown"]
+    assert added > 0
+    assert slow.step_time_s == pytest.approx(fast.step_time_s + added, rel=1e-9)
+    # an A100 (Megatron 2021: nothing overlapped) pays nothing
+    a100 = slow_gpu.model_copy(update={"generation": "ampere"})
+    none = estimate(GPT, ClusterSpec(gpu=a100, n_gpus=64, node=NODE, fabric=FABRIC), L, stack, check=False)
+    assert none.time_s["overlap_slowdown"] == 0.0
