@@ -24,6 +24,10 @@ def main() -> None:
     print()
     print(f"{s['n']} runs predicted in {dt:.1f} s: MAPE {s['mape']:.1%}, worst {s['max_abs_error']:.1%} "
           f"(error = predicted / measured tokens per second per GPU - 1).")
+    mem = result["memory"]
+    if mem:
+        print(f"memory per GPU against {mem['n']} published peaks: MAPE {mem['mape']:.1%}, "
+              f"worst {mem['max_abs_error']:.1%}.")
 
 
 if __name__ == "__main__":

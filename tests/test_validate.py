@@ -65,6 +65,39 @@ def test_searched_micro_batch_fits_where_the_spec_leaves_it_open(result):
             assert r.micro_batch >= 1
 
 
+def test_memory_is_scored_against_published_peaks(result):
+    """Runs that publish a per-GPU peak memory (torchtitan's benchmarks) get a memory error; the memory
+    summary is their MAPE and worst."""
+    by_id = {r["id"]: r for r in load_runs()}
+    scored = []
+    for r in result["runs"]:
+        peak = ((by_id[r.id].get("measured") or {}).get("other") or {}).get("peak_memory_gib")
+        assert r.memory_gib > 0, r.id
+        if peak:
+            assert r.memory_reference_gib == pytest.approx(peak)
+            assert r.memory_error == pytest.approx(r.memory_gib / peak - 1.0)
+            scored.append(abs(r.memory_error))
+        else:
+            assert r.memory_error is None
+    assert len(scored) >= 10
+    assert result["memory"]["n"] == len(scored)
+    assert result["memory"]["mape"] == pytest.approx(sum(scored) / len(scored))
+    assert result["memory"]["max_abs_error"] == pytest.approx(max(scored))
+
+
+def test_cli_json_carries_the_memory_score(tmp_path, capsys):
+    data = catalog.load("runs")
+    runs = [r for r in data["runs"] if ((r.get("measured") or {}).get("other") or {}).get("peak_memory_gib")][:2]
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump({"runs": runs}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path), "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["memory_n"] == 2
+    errs = [abs(r["memory_error"]) for r in d["runs"]]
+    assert d["memory_mape"] == pytest.approx(sum(errs) / 2)
+
+
 def _subset_file(tmp_path, n=3):
     data = catalog.load("runs")
     path = tmp_path / "runs.yaml"

@@ -190,7 +190,9 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # per layer: forward 2 all-reduces (with SP: 2 all-gathers + 2 reduce-scatters, the same bytes:
     # Korthikanti et al. 2022 section 4.2.2), backward the same again, full recompute repeats the forward.
     # Counted in all-gather units (an all-reduce moves twice an all-gather's bytes).
-    n_tp = 8.0 + np.where(rc == 2, 4.0, 0.0)
+    # Selective recompute may rerun some of them too (stack constant selective_tp_units: torchtitan's per-op
+    # policy saves reduce-scatter outputs but not all-gathers, so the two all-gathers of a layer rerun).
+    n_tp = 8.0 + np.where(rc == 2, 4.0, np.where(rc == 1, c.get("selective_tp_units", 0.0), 0.0))
     t_tp = n_tp * t_tp_one
     if c["tp_overlap"] == "chunked":
         # collective matmul (TE userbuffers, PyTorch async TP): each collective is cut into tp chunks and

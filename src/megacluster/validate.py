@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -27,6 +27,9 @@ class RunResult(BaseModel):
     error: float
     micro_batch: int
     fits: bool
+    memory_gib: float
+    memory_reference_gib: Optional[float] = None
+    memory_error: Optional[float] = None
 
 
 def model_from_run(run: dict) -> ModelSpec:
@@ -106,10 +109,21 @@ def predict_run(run: dict) -> RunResult:
                     precision=s["precision"])
     est = estimate(model, cluster, layout, stack, check=False)
     ref = float(run["reference"]["tokens_per_s_per_gpu"])
+    mem_ref = published_peak_memory_gib(run)
     return RunResult(id=run["id"], gpu=s["gpu"], generation=cluster.gpu.generation, framework=stack.framework,
                      n_gpus=s["n_gpus"], layout=layout.label(), reference=ref,
                      predicted=est.tokens_per_s_per_gpu, error=est.tokens_per_s_per_gpu / ref - 1.0,
-                     micro_batch=layout.micro_batch, fits=est.fits)
+                     micro_batch=layout.micro_batch, fits=est.fits, memory_gib=est.memory_gib_per_gpu,
+                     memory_reference_gib=mem_ref,
+                     memory_error=None if mem_ref is None else est.memory_gib_per_gpu / mem_ref - 1.0)
+
+
+def published_peak_memory_gib(run: dict) -> Optional[float]:
+    """The run's published peak memory per GPU (``measured.other.peak_memory_gib``), if it gives one.
+    torchtitan's figures are the PyTorch allocator's peak reserved memory."""
+    other = (run.get("measured") or {}).get("other") or {}
+    v = other.get("peak_memory_gib")
+    return float(v) if isinstance(v, (int, float)) and v > 0 else None
 
 
 def load_runs(path: str | Path | None = None) -> list[dict]:
@@ -129,7 +143,15 @@ def validate_runs(runs: list[dict]) -> dict[str, Any]:
         except (KeyError, TypeError, ValidationError) as e:
             raise UserError(f"run {r.get('id', '?')}: malformed spec ({e.__class__.__name__}: "
                             f"{str(e).splitlines()[0]})") from None
-    return {"runs": results, "summary": summarise(results)}
+    return {"runs": results, "summary": summarise(results), "memory": summarise_memory(results)}
+
+
+def summarise_memory(results: list[RunResult]) -> Optional[dict[str, float]]:
+    """MAPE and worst error of predicted memory per GPU over the runs that publish a peak (None if none)."""
+    e = np.abs([r.memory_error for r in results if r.memory_error is not None])
+    if not len(e):
+        return None
+    return {"n": int(len(e)), "mape": float(e.mean()), "max_abs_error": float(e.max())}
 
 
 def summarise(results: list[RunResult]) -> dict[str, dict[str, float]]:

@@ -18,13 +18,21 @@ def _group_label(key: str) -> str:
 def runs_table(result: dict[str, Any]) -> Table:
     t = Table(title="published runs: tokens/s per GPU, measured vs predicted", title_justify="left")
     for col, just in (("run", "left"), ("GPUs", "right"), ("GPU", "left"), ("framework", "left"),
-                      ("layout", "left"), ("reference", "right"), ("predicted", "right"), ("error", "right")):
-        t.add_column(col, justify=just, overflow="fold")
+                      ("layout", "left"), ("reference", "right"), ("predicted", "right"), ("error", "right"),
+                      ("GiB/GPU (published)", "right")):
+        t.add_column(col, justify=just, overflow="fold", no_wrap=col == "run")
     for r in result["runs"]:
         style = "red" if abs(r.error) > 0.25 else ("yellow" if abs(r.error) > 0.10 else None)
         t.add_row(r.id, f"{r.n_gpus:,}", r.gpu, r.framework, r.layout + ("" if r.fits else " (does not fit)"),
-                  f"{r.reference:,.1f}", f"{r.predicted:,.1f}", f"{r.error:+.1%}", style=style)
+                  f"{r.reference:,.1f}", f"{r.predicted:,.1f}", f"{r.error:+.1%}",
+                  f"{r.memory_gib:.1f}" + _mem_ref(r), style=style)
     return t
+
+
+def _mem_ref(r) -> str:
+    if r.memory_reference_gib is None:
+        return ""
+    return f" ({r.memory_reference_gib:.1f}, {r.memory_error:+.0%})"
 
 
 def summary_table(result: dict[str, Any]) -> Table:
@@ -34,6 +42,10 @@ def summary_table(result: dict[str, Any]) -> Table:
     for key, s in result["summary"].items():
         t.add_row(_group_label(key), str(s["n"]), f"{s['mape']:.1%}", f"{s['max_abs_error']:.1%}",
                   style="bold" if key == "all" else None)
+    mem = result.get("memory")
+    if mem:
+        t.add_row("memory per GPU vs published peak", str(mem["n"]), f"{mem['mape']:.1%}",
+                  f"{mem['max_abs_error']:.1%}", style="italic")
     return t
 
 
@@ -41,8 +53,11 @@ def as_json(result: dict[str, Any]) -> dict[str, Any]:
     """``{"runs": [{"id", "reference", "predicted", "error", ...}], "mape", "max_abs_error", "summary"}``
     with errors as signed fractions (predicted / reference - 1)."""
     overall = result["summary"]["all"]
+    mem = result.get("memory") or {}
     return {"runs": [r.model_dump() for r in result["runs"]], "mape": overall["mape"],
-            "max_abs_error": overall["max_abs_error"], "n": overall["n"], "summary": result["summary"]}
+            "max_abs_error": overall["max_abs_error"], "n": overall["n"], "summary": result["summary"],
+            "memory_mape": mem.get("mape"), "memory_max_abs_error": mem.get("max_abs_error"),
+            "memory_n": mem.get("n", 0)}
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -56,4 +71,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "| group | runs | MAPE | worst |", "|---|---:|---:|---:|"]
     for key, s in result["summary"].items():
         lines.append(f"| {_group_label(key)} | {s['n']} | {s['mape']:.1%} | {s['max_abs_error']:.1%} |")
+    with_mem = [r for r in result["runs"] if r.memory_reference_gib is not None]
+    if with_mem:
+        lines += ["", "| run | layout | published peak GiB/GPU | predicted | error |", "|---|---|---:|---:|---:|"]
+        for r in with_mem:
+            lines.append(f"| {r.id} | {r.layout} | {r.memory_reference_gib:.1f} | {r.memory_gib:.1f} | "
+                         f"{r.memory_error:+.1%} |")
+        mem = result["memory"]
+        lines.append(f"| **memory, {mem['n']} runs** | | | MAPE {mem['mape']:.1%} | worst {mem['max_abs_error']:.1%} |")
     return "\n".join(lines)
