@@ -70,3 +70,47 @@ def test_lr_schedule():
     cfg = tiny_config(steps=110, lr=1.0, warmup=10, min_lr_ratio=0.1)
     assert lr_at(cfg, 0) == pytest.approx(0.1) and lr_at(cfg, 9) == pytest.approx(1.0)
     assert lr_at(cfg, 60) == pytest.approx(0.55) and lr_at(cfg, 110) == pytest.approx(0.1)
+
+
+def test_selective_recompute_reruns_every_other_matmul():
+    """The runtime's "selective" is the policy the step model assumes for the torchtitan stack: of a block's
+    matmuls, the 1st, 3rd, ... are kept and the others rerun in backward."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.checkpoint import checkpoint
+
+    from megacluster.runtime.parallel import _selective_context
+
+    class CountMM(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default):
+                self.n += 1
+            return func(*args, **(kwargs or {}))
+
+    ws = [torch.randn(8, 8, requires_grad=True) for _ in range(4)]
+
+    def block(x):
+        for w in ws:
+            x = torch.tanh(x @ w)
+        return x
+
+    def backward_matmuls(mode):
+        x = torch.randn(4, 8, requires_grad=True)
+        if mode == "none":
+            y = block(x)
+        elif mode == "full":
+            y = checkpoint(block, x, use_reentrant=False)
+        else:
+            y = checkpoint(block, x, use_reentrant=False, context_fn=_selective_context)
+        with CountMM() as c:
+            y.sum().backward()
+        return c.n
+
+    plain = backward_matmuls("none")                                 # 2 gradient matmuls per layer
+    assert plain == 8
+    assert backward_matmuls("full") == plain + 4                     # every forward matmul again
+    assert backward_matmuls("selective") == plain + 2                # the 2nd and the 4th

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -148,33 +147,50 @@ def apply_tp(model: nn.Module, tp_mesh, sequence_parallel: bool) -> None:
 
 
 def _selective_policy():
-    """Save the outputs of matrix multiplies and attention; recompute norms, activations and the rest."""
+    """The per-op policy of the torchtitan stack that megacluster's step model assumes for "selective"
+    (stacks.yaml: selective_policy every_other_matmul): keep attention outputs and the 1st, 3rd, 5th...
+    matrix multiply of each block, recompute the other matmuls and every element-wise op (norms, SiLU, RoPE).
+
+    Counting restarts for every block call, and the forward and the recompute keep separate counts so that
+    both make the same decision for the same matmul."""
     from torch.utils.checkpoint import CheckpointPolicy
 
     aten = torch.ops.aten
-    save = {aten.mm.default, aten.addmm.default, aten.bmm.default,
-            aten._scaled_dot_product_efficient_attention.default,
-            aten._scaled_dot_product_flash_attention.default,
-            aten._scaled_dot_product_flash_attention_for_cpu.default}
+    matmuls = {aten.mm.default, aten.addmm.default}
+    attention = {aten._scaled_dot_product_efficient_attention.default,
+                 aten._scaled_dot_product_flash_attention.default,
+                 aten._scaled_dot_product_flash_attention_for_cpu.default}
+    seen = {"forward": 0, "recompute": 0}
 
     def policy(ctx, op, *args, **kwargs):
-        return CheckpointPolicy.MUST_SAVE if op in save else CheckpointPolicy.PREFER_RECOMPUTE
+        if op in attention:
+            return CheckpointPolicy.MUST_SAVE
+        if op in matmuls:
+            phase = "recompute" if ctx.is_recompute else "forward"
+            seen[phase] += 1
+            if seen[phase] % 2 == 1:
+                return CheckpointPolicy.MUST_SAVE
+        return CheckpointPolicy.PREFER_RECOMPUTE
 
     return policy
 
 
+def _selective_context():
+    from torch.utils.checkpoint import create_selective_checkpoint_contexts
+
+    return create_selective_checkpoint_contexts(_selective_policy())
+
+
 def apply_ac(model: nn.Module, mode: str) -> None:
     """Activation checkpointing per block: ``full`` recomputes the whole block in backward; ``selective``
-    keeps matmul and attention outputs and recomputes the cheap element-wise ops (norms, SiLU, RoPE)."""
+    keeps attention outputs and every other matmul output and recomputes the rest (``_selective_policy``)."""
     if mode == "none":
         return
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
     kwargs: dict = {"preserve_rng_state": False}
     if mode == "selective":
-        from torch.utils.checkpoint import create_selective_checkpoint_contexts
-
-        kwargs["context_fn"] = partial(create_selective_checkpoint_contexts, _selective_policy())
+        kwargs["context_fn"] = _selective_context
     elif mode != "full":
         raise UserError(f"unknown recompute mode {mode!r} (none, selective or full)")
     for name, block in list(model.layers.items()):
