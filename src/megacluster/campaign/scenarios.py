@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from .. import catalog
 from ..errors import UserError, unknown_name
-from ..specs import ModelSpec
+from ..specs import ModelSpec, StackSpec
 from . import carbon, chinchilla
 from .assumptions import Assumption, apply_overrides, value
 from .sites import load_site
@@ -45,6 +45,15 @@ def _spec_from(sc: Mapping[str, Any]) -> Optional[ModelSpec]:
         except ValidationError as e:
             raise UserError(catalog.validation_message(e, f"scenario {sc['id']} model")) from None
     return None
+
+
+def _stack(plan: Mapping[str, Any]) -> Optional[StackSpec]:
+    """The software stack a scenario's plan names (``plan.framework``, a catalog stack id), or the default."""
+    fw = plan.get("framework")
+    if fw is None:
+        return None
+    catalog.stack_constants(str(fw))          # an unknown stack is one clear error line
+    return StackSpec(framework=str(fw))
 
 
 def comparisons(r: CampaignResult, published: Mapping[str, Any]) -> dict[str, Any]:
@@ -118,7 +127,7 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                 budget = cluster.n_gpus * peak * mfu * days * SECONDS_PER_DAY * goodput
                 model, _ = chinchilla.optimal_for_compute(budget, tpp, mname)
                 tokens = tpp * model.params_total
-                step, _src = resolve_step(model, cluster, global_batch=plan.get("global_batch"),
+                step, _src = resolve_step(model, cluster, stack=_stack(plan), global_batch=plan.get("global_batch"),
                                           seq_len=plan.get("seq_len"), pins=plan.get("pins"),
                                           global_batch_bounds=plan.get("global_batch_bounds"))
                 done = "mfu" in user or abs(step.mfu - mfu) < 0.002
@@ -133,9 +142,9 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                                                 f"{model.params_total / 1e9:,.0f}B params", unit="shape",
                                           source=src + "; " + chinchilla.LLAMA3_SHAPE_SOURCE)
     if step is None:
-        step, plan_src = resolve_step(model, cluster, global_batch=plan.get("global_batch"),
+        step, plan_src = resolve_step(model, cluster, stack=_stack(plan), global_batch=plan.get("global_batch"),
                                       seq_len=plan.get("seq_len"), pins=plan.get("pins"),
-                                          global_batch_bounds=plan.get("global_batch_bounds"))
+                                      global_batch_bounds=plan.get("global_batch_bounds"))
     else:
         plan_src = "searched"
     if plan.get("source"):
