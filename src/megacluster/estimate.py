@@ -281,15 +281,13 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         zero >= 1, eshard, 1.0) * (24.0 + c["grad_bytes"] + 2.0)
     t_opt = compute.memory_time(g, opt_bytes)
 
-    # communication hidden behind compute still slows that compute: its kernels take SMs and HBM bandwidth
-    # (GPU constant overlap_compute_slowdown, a fraction of the hidden communication time)
-    tp_hidden = t_tp - tp_exposed
-    cp_hidden = np.where(cp > 1, t_cp - np.maximum(0.0, t_cp - c["cp_overlap"] * (t_core_f + t_core_b)), 0.0)
-    ep_hidden = (m.n_moe_layers / n_layers) * c["ep_overlap"] * t_ep if m.moe else 0.0
-    dp_hidden_12 = np.where(zero == 0, 2.0 * rs_grads, rs_grads + ag_params) - dp_exposed_12
-    dp_hidden_3 = np.minimum(comm3, hide3)
-    dp_hidden = np.where(shard > 1, np.where(zero == 3, dp_hidden_3, np.maximum(dp_hidden_12, 0.0)), 0.0)
-    hidden = n_mb * layers_stage * (tp_hidden + cp_hidden + ep_hidden) + c["pp_overlap"] * t_p2p + dp_hidden
+    # communication hidden behind compute (each kind's total minus its exposed part) still slows that
+    # compute: its kernels take SMs and HBM bandwidth (GPU constant overlap_compute_slowdown, seconds of
+    # compute added per second hidden)
+    t_ep_total = (m.n_moe_layers / n_layers) * t_ep if m.moe else 0.0
+    per_layer_hidden = (t_tp - tp_exposed) + (np.where(cp > 1, t_cp, 0.0) - cp_exposed) + (t_ep_total - ep_exposed)
+    dp_hidden = np.where(shard > 1, np.maximum(t_dp_total - dp_exposed, 0.0), 0.0)
+    hidden = n_mb * layers_stage * per_layer_hidden + (t_p2p - pp_exposed) + dp_hidden
     t_contention = g.overlap_compute_slowdown * hidden
 
     t_compute = n_mb * t_mb
@@ -316,7 +314,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     rebuilt = np.where(rc >= 1, np.maximum(full_layer - per_tok_layer, 0.0) * T, 0.0)
     acts_first = per_tok_layer * T * layers_stage * in_flight + T * h * 2.0 + rebuilt
     # last stage: the logits and the loss's fp32 working copies (bytes per logit: a stack constant)
-    acts_last = per_tok_layer * T * layers_stage + T * V / tp * c.get("loss_bytes_per_logit", 10.0) + rebuilt
+    acts_last = per_tok_layer * T * layers_stage + T * V / tp * c["loss_bytes_per_logit"] + rebuilt
     activations = np.maximum(acts_first, acts_last)
     layer_w = dense_layer_params / tp * 2.0
     buffers = 4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + c["reserved_gib"] * GIB
