@@ -78,3 +78,13 @@ def test_json_has_issue_fields(capsys):
         assert k in d, k
     for name, a in d["assumptions"].items():
         assert "value" in a and a["source"], name
+
+
+def test_a_scenario_plan_may_name_its_software_stack():
+    from megacluster.campaign.scenarios import _stack, get_scenario
+    from megacluster.errors import UserError
+
+    assert _stack({}) is None                                           # the default stack
+    assert _stack(get_scenario("meta-llama3-405b")["plan"]).framework == "meta-internal"
+    with pytest.raises(UserError, match="stack"):
+        _stack({"framework": "no-such-stack"})

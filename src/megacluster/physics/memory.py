@@ -72,12 +72,12 @@ def every_other_matmul_bytes(m: ModelSpec, f, tp=1):
     """Bytes per token of the matmul outputs that torchtitan's per-op checkpointing keeps: the odd ones
     in call order. Column-parallel outputs (Q, K, V, up, gate) are split by t; row-parallel ones (O, down)
     are a full-width partial sum on every rank."""
-    h = m.d_model
-    qd, vd = attn_dims(m)
+    qd = attn_dims(m)[0]
     kv = m.kv_heads * m.hd if not m.mla else qd
     tp = np.asarray(tp, dtype=float)
-    widths = [qd / tp, kv / tp, kv / tp, h + 0 * tp] + [f / tp] * (2 if m.gated else 1) + [h + 0 * tp]
-    return sum(2.0 * w for i, w in enumerate(widths) if i % 2 == 0)
+    row = np.full_like(tp, float(m.d_model))           # row-parallel outputs: full width on every rank
+    widths = [qd / tp, kv / tp, kv / tp, row] + [f / tp] * (2 if m.gated else 1) + [row]
+    return sum(2.0 * w for w in widths[::2])
 
 
 def _recompute_code(recompute):
