@@ -65,6 +65,22 @@ def test_searched_micro_batch_fits_where_the_spec_leaves_it_open(result):
             assert r.micro_batch >= 1
 
 
+def test_torchtitan_pipelines_split_the_local_batch_into_pp_micro_batches(result):
+    """torchtitan's default (pipeline_parallel_microbatches = pipeline degree) fixes the micro-batch of a
+    pipelined run that states none: Table 5's 405B 1F1B run, local batch 32 over PP8, ran micro-batch 4.
+    Stacks whose micro-batch is a free knob (Megatron) still get the best one searched."""
+    from megacluster.validate import _micro_batch_candidates
+
+    by_id = {r.id: r for r in result["runs"]}
+    assert by_id["torchtitan-l31-405b-512gpu-fsdp8-tp8-pp8-1f1b"].micro_batch == 256 // 8 // 8
+    run = {"spec": {"tp": 8, "pp": 8, "dp": 8, "global_batch": 256, "seq_len": 8192}}
+    assert _micro_batch_candidates(run, "stages") == [4]
+    assert _micro_batch_candidates(run, "free") == [1, 2, 4, 8, 16, 32]
+    assert _micro_batch_candidates({"spec": {**run["spec"], "pp": 1}}, "stages") == [1, 2, 4, 8, 16, 32]
+    with pytest.raises(ValueError, match="pp_microbatches"):
+        _micro_batch_candidates(run, "sometimes")
+
+
 def test_memory_is_scored_against_published_peaks(result):
     """Runs that publish a per-GPU peak memory (torchtitan's benchmarks) get a memory error; the memory
     summary is their MAPE and worst."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from . import catalog
 from .cluster import make_cluster
 from .errors import UserError
-from .estimate import RECOMPUTE, estimate, estimate_arrays
+from .estimate import RECOMPUTE, estimate, estimate_arrays, stack_constants
 from .specs import Layout, MoESpec, ModelSpec, StackSpec
 
 
@@ -76,12 +76,20 @@ def _global_batch(s: dict) -> int:
     return max(per, DEFAULT_TOKENS_PER_STEP // s["seq_len"] // per * per)
 
 
-def _micro_batch_candidates(run: dict) -> list[int]:
+def _micro_batch_candidates(run: dict, pp_microbatches: str = "free") -> list[int]:
+    """Micro-batches to try: the stated one; else every divisor of the local batch (up to 64), unless the
+    run is pipelined on a stack whose default splits the local batch into pp micro-batches
+    (``pp_microbatches: stages``, torchtitan): then that split is the only one the run could have used."""
     s = dict(run["spec"])
     s["global_batch"] = _global_batch(s)
     if s.get("micro_batch"):
         return [int(s["micro_batch"])]
     per_dp = s["global_batch"] // s["dp"]
+    if pp_microbatches not in ("free", "stages"):
+        raise ValueError(f"stack constant pp_microbatches must be free or stages, not {pp_microbatches!r}")
+    pp = int(s.get("pp") or 1)
+    if pp_microbatches == "stages" and pp > 1 and per_dp % pp == 0:
+        return [per_dp // pp]
     return [b for b in range(1, min(per_dp, 64) + 1) if per_dp % b == 0]
 
 
@@ -90,7 +98,8 @@ def predict_run(run: dict) -> RunResult:
     s = dict(run["spec"])
     s["global_batch"] = _global_batch(s)
     model, cluster, stack = spec_parts(run)
-    mbs = np.array(_micro_batch_candidates(run))
+    split = stack_constants(stack, cluster.gpu.generation).get("pp_microbatches", "free")
+    mbs = np.array(_micro_batch_candidates(run, split))
     base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                 vp=s.get("vp") or 1, global_batch=s["global_batch"], seq_len=s["seq_len"],
                 sequence_parallel=bool(s.get("sequence_parallel")), recompute=RECOMPUTE[s["recompute"]],
