@@ -95,3 +95,39 @@ def test_hidden_communication_slows_compute_by_the_gpu_constant():
     a100 = slow_gpu.model_copy(update={"generation": "ampere"})
     none = estimate(GPT, ClusterSpec(gpu=a100, n_gpus=64, node=NODE, fabric=FABRIC), L, stack, check=False)
     assert none.time_s["overlap_slowdown"] == 0.0
+
+
+def test_pytorch_async_tp_hides_only_the_forward_collectives():
+    """torchtitan's async TP (async_tp_scope: forward) pipelines the forward's 4 TP collectives per layer (and
+    the selective recompute's 2 all-gathers); the backward's 4 stay as exposed as vanilla TP's."""
+    L = Layout(tp=8, pp=1, dp=1, micro_batch=1, global_batch=1, seq_len=2048, zero=1, recompute="selective")
+    vanilla = estimate(LLAMA8, cluster(8), L, StackSpec(framework="torchtitan", compile=True), check=False)
+    asyn = estimate(LLAMA8, cluster(8), L, StackSpec(framework="torchtitan", compile=True, async_tp=True),
+                    check=False)
+    n_tp = 8 + 2                                              # fwd 4 + bwd 4 + 2 re-run all-gathers
+    v, a = vanilla.time_s["tp_comm"], asyn.time_s["tp_comm"]
+    assert v > 0
+    backward = v * 4 / n_tp
+    assert backward < a < v
+    one = v / n_tp                                            # one collective, all layers
+    # each of the 6 forward collectives keeps at least its first of 8 chunks exposed, at most all of it
+    assert 6 * one / 8 * (1 - 1e-9) <= a - backward <= 6 * one * (1 + 1e-9)
+    # Megatron's userbuffers overlap covers the backward too: less of its TP time stays exposed
+    c_tt = stack_constants(StackSpec(framework="torchtitan", async_tp=True), "hopper")
+    c_mg = stack_constants(StackSpec(framework="megatron"), "hopper")
+    assert (c_tt["tp_overlap"], c_tt["tp_overlap_scope"]) == ("chunked", "forward")
+    assert (c_mg["tp_overlap"], c_mg["tp_overlap_scope"]) == ("chunked", "both")
+
+
+def test_unknown_tp_overlap_scope_is_refused(monkeypatch):
+    from megacluster import catalog
+    real = catalog.stack_constants
+
+    def fake(fw):
+        entry = real(fw)
+        variants = {k: {**v, "async_tp_scope": "sideways"} for k, v in entry["by_generation"].items()}
+        return {**entry, "by_generation": variants}
+
+    monkeypatch.setattr(catalog, "stack_constants", fake)
+    with pytest.raises(ValueError, match="scope"):
+        stack_constants(StackSpec(framework="torchtitan", async_tp=True), "hopper")

@@ -49,6 +49,12 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
         c["tp_overlap"] = c["async_tp_overlap"]
     elif stack.async_tp:
         c["tp_overlap"] = "chunked"
+    # which passes the chunked overlap covers: both (Transformer Engine userbuffers) or forward only
+    # (PyTorch async TP: the compiler rewrites forward all-gather->matmul / matmul->reduce-scatter pairs)
+    scope = c.get("async_tp_scope", "both") if stack.async_tp else c.get("tp_overlap_scope", "both")
+    if scope not in ("both", "forward"):
+        raise ValueError(f"stack constant async_tp_scope / tp_overlap_scope must be both or forward, not {scope!r}")
+    c["tp_overlap_scope"] = scope
     c["elementwise"] = c["compiled_elementwise_bytes"] if stack.compile else c["elementwise_bytes"]
     casts = c.get("fp8_cast_bytes") or {}
     c["fp8_cast"] = casts.get(stack.fp8_recipe or "default", casts.get("default", 1.5))
@@ -202,7 +208,11 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         site = 0.0
         for t_g in (f_qkv, f_o, f_up, f_dn):
             site = site + np.maximum(t_tp_one / tp, t_tp_one - t_g)
-        tp_exposed = site * n_tp / 4.0
+        if c["tp_overlap_scope"] == "forward":
+            # forward and recomputed forward pipelined; the backward's 4 collectives stay exposed
+            tp_exposed = site * (n_tp - 4.0) / 4.0 + 4.0 * t_tp_one
+        else:
+            tp_exposed = site * n_tp / 4.0
     else:
         tp_exposed = t_tp
 
