@@ -131,3 +131,27 @@ def test_unknown_tp_overlap_scope_is_refused(monkeypatch):
     monkeypatch.setattr(catalog, "stack_constants", fake)
     with pytest.raises(ValueError, match="scope"):
         stack_constants(StackSpec(framework="torchtitan", async_tp=True), "hopper")
+
+
+def test_meta_stack_cuts_one_layer_chunks_with_embedding_and_output_chunks():
+    """Llama 3 paper 3.3.2: the first chunk holds only the embedding and the last only the output layer, so a
+    chunk is one layer: 126 layers + 2 over 16 pipeline ranks is 8 chunks per rank. An unset vp takes that;
+    a vp the user sets is kept."""
+    from megacluster import catalog
+
+    model = catalog.model("llama3.1-405b")
+    stack = StackSpec(framework="meta-internal")
+    base = dict(tp=8, pp=16, dp=1, micro_batch=1, global_batch=32, seq_len=8192, recompute="none", zero=1)
+    cl = cluster(128)
+    unset = estimate(model, cl, Layout(**base), stack, check=False)
+    eight = estimate(model, cl, Layout(vp=8, **base), stack, check=False)
+    two = estimate(model, cl, Layout(vp=2, **base), stack, check=False)
+    assert unset.step_time_s == pytest.approx(eight.step_time_s, rel=1e-12)
+    assert unset.memory_gib_per_gpu == pytest.approx(eight.memory_gib_per_gpu, rel=1e-12)
+    # the bubble is (pp-1)/(vp m) of the micro-batches' time: 4x larger with 2 chunks than with 8
+    assert two.time_s["bubble"] == pytest.approx(4 * eight.time_s["bubble"], rel=1e-9)
+    # Megatron's stack does not interleave unless asked
+    mg = estimate(model, cl, Layout(**base), StackSpec(framework="megatron"), check=False)
+    mg1 = estimate(model, cl, Layout(vp=1, **base), StackSpec(framework="megatron"), check=False)
+    assert mg.time_s["bubble"] == pytest.approx(mg1.time_s["bubble"])
+    assert stack_constants(stack, "hopper")["layers_per_chunk"] == 1
