@@ -22,7 +22,7 @@ def main() -> None:
     s = result["summary"]["all"]
     print(markdown(result))
     print()
-    print(f"{s['n']} runs predicted in {dt:.1f} s: MAPE {s['mape']:.1%}, worst {s['max_abs_error']:.1%} "
+    print(f"{s['n']} runs predicted in {dt:.1f} s: MAPE {s['mape']:.2%}, worst {s['max_abs_error']:.1%} "
           f"(error = predicted / measured tokens per second per GPU - 1).")
     mem = result["memory"]
     if mem:

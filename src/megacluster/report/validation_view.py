@@ -40,7 +40,7 @@ def summary_table(result: dict[str, Any]) -> Table:
     for col, just in (("group", "left"), ("runs", "right"), ("MAPE", "right"), ("worst", "right")):
         t.add_column(col, justify=just)
     for key, s in result["summary"].items():
-        t.add_row(_group_label(key), str(s["n"]), f"{s['mape']:.1%}", f"{s['max_abs_error']:.1%}",
+        t.add_row(_group_label(key), str(s["n"]), f"{s['mape']:.2%}", f"{s['max_abs_error']:.1%}",
                   style="bold" if key == "all" else None)
     mem = result.get("memory")
     if mem:
@@ -70,7 +70,7 @@ def markdown(result: dict[str, Any]) -> str:
                      f"{r.predicted:,.1f} | {r.error:+.1%} |")
     lines += ["", "| group | runs | MAPE | worst |", "|---|---:|---:|---:|"]
     for key, s in result["summary"].items():
-        lines.append(f"| {_group_label(key)} | {s['n']} | {s['mape']:.1%} | {s['max_abs_error']:.1%} |")
+        lines.append(f"| {_group_label(key)} | {s['n']} | {s['mape']:.2%} | {s['max_abs_error']:.1%} |")
     with_mem = [r for r in result["runs"] if r.memory_reference_gib is not None]
     if with_mem:
         lines += ["", "| run | layout | published peak GiB/GPU | predicted | error |", "|---|---|---:|---:|---:|"]
