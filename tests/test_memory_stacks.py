@@ -155,3 +155,25 @@ def test_meta_stack_cuts_one_layer_chunks_with_embedding_and_output_chunks():
     mg1 = estimate(model, cl, Layout(vp=1, **base), StackSpec(framework="megatron"), check=False)
     assert mg.time_s["bubble"] == pytest.approx(mg1.time_s["bubble"])
     assert stack_constants(stack, "hopper")["layers_per_chunk"] == 1
+
+
+def test_dtensor_sequence_parallel_keeps_the_gathered_block_inputs(monkeypatch):
+    """Korthikanti's SP stores the two blocks' inputs sharded (4h/t a token); a stack that saves the
+    all-gathered tensors stores them whole (4h). Full recompute stores only the layer input either way."""
+    h, tp = LLAMA8.d_model, 8
+    kw = dict(tp=tp, sp=True, flash=True)
+    sharded = memory.activation_bytes_per_token_layer(LLAMA8, 8192, recompute="none", **kw)
+    whole = memory.activation_bytes_per_token_layer(LLAMA8, 8192, recompute="none", sp_gathered=True, **kw)
+    assert whole - sharded == pytest.approx(4 * h * (1 - 1 / tp))
+    assert memory.activation_bytes_per_token_layer(LLAMA8, 8192, recompute="full", sp_gathered=True, **kw) == \
+        memory.activation_bytes_per_token_layer(LLAMA8, 8192, recompute="full", **kw)
+    # torchtitan full recompute: the rebuilt layer holds the gathered inputs on top of the stored layer inputs
+    L = Layout(tp=8, pp=1, dp=1, micro_batch=1, global_batch=1, seq_len=8192, zero=1, recompute="full")
+    tt = StackSpec(framework="torchtitan", compile=True)
+    assert stack_constants(tt, "hopper")["sp_saves_gathered_inputs"] is True
+    with_gathered = _acts(L, tt, LLAMA8)
+    import megacluster.estimate as est
+    plain = dict(stack_constants(tt, "hopper"), sp_saves_gathered_inputs=False)
+    monkeypatch.setattr(est, "stack_constants", lambda stack, gen: plain)
+    without = _acts(L, tt, LLAMA8)
+    assert with_gathered - without == pytest.approx(8192 * 4 * h * (1 - 1 / tp), rel=1e-9)

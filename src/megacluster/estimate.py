@@ -318,13 +318,15 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     grads = grads + np.where((zero == 3) & keep_g, p_gpu * c["grad_reduce_bytes"], 0.0)
     optim = p_dense * 12.0 / opt_shard + p_expert * 12.0 / np.where(zero >= 1, eshard, 1.0)
     policy = c.get("selective_policy", "attention_core")
-    per_tok_layer = activation_bytes_per_token_layer(m, s, tp, sp, rc, flash, _dropout(m), cp, policy)
+    per_tok_layer = activation_bytes_per_token_layer(m, s, tp, sp, rc, flash, _dropout(m), cp, policy,
+                                                     sp_gathered=c.get("sp_saves_gathered_inputs", False))
     # micro-batches whose activations the first stage holds at once: pp under 1F1B, pp + (pp-1)/vp under the
     # interleaved schedule (Narayanan et al. 2021), never more than the micro-batches there are
     in_flight = np.where(pp > 1, np.minimum(pp * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0), n_mb), 1.0)
     # recompute rebuilds one layer's dropped activations during its backward: that working set is live on
     # top of what is stored
-    full_layer = activation_bytes_per_token_layer(m, s, tp, sp, 0, flash, _dropout(m), cp)
+    full_layer = activation_bytes_per_token_layer(m, s, tp, sp, 0, flash, _dropout(m), cp,
+                                                  sp_gathered=c.get("sp_saves_gathered_inputs", False))
     rebuilt = np.where(rc >= 1, np.maximum(full_layer - per_tok_layer, 0.0) * T, 0.0)
     acts_first = per_tok_layer * T * layers_stage * in_flight + T * h * 2.0 + rebuilt
     # last stage: the logits and the loss's fp32 working copies (bytes per logit: a stack constant)

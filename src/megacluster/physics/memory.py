@@ -34,7 +34,8 @@ GIB = 1024.0 ** 3
 
 
 def activation_bytes_per_token_layer(m: ModelSpec, seq_len, tp=1, sp=False, recompute="none",
-                                     flash=True, dropout=False, cp=1, selective_policy="attention_core"):
+                                     flash=True, dropout=False, cp=1, selective_policy="attention_core",
+                                     sp_gathered=False):
     """Activation bytes stored per token per layer for the backward pass (one GPU's share).
 
     ``recompute``: "none", "selective" or "full" (or an integer array 0/1/2). ``cp`` splits the sequence,
@@ -54,10 +55,12 @@ def activation_bytes_per_token_layer(m: ModelSpec, seq_len, tp=1, sp=False, reco
     rc = _recompute_code(recompute)
     inner_attn = 2 * (qd + kd) + 2 * vd_kv + 2 * qd
     inner_mlp = (4 if m.gated else 2) * f + 2 * f
-    outer = 2 * h + drop * h + 2 * h + drop * h + 4 * h
+    outer = 2 * h + drop * h + 2 * h + drop * h          # the two norms' inputs and the dropout masks
+    gathered = 4 * h                                     # the attention and MLP blocks' input (norm outputs)
     scores = np.where(np.logical_or(flash, rc >= 1), 0.0, 5.0 * m.n_heads * np.asarray(seq_len, float) / cp)
     outer_div = np.where(sp, tp, 1.0)
-    full_layer = (inner_attn + inner_mlp + scores) / tp + outer / outer_div
+    full_layer = (inner_attn + inner_mlp + scores) / tp + outer / outer_div + gathered / np.where(
+        sp_gathered, 1.0, outer_div)
     input_only = 2.0 * h / outer_div
     if selective_policy == "every_other_matmul":
         selective = input_only + 2.0 * qd / tp + every_other_matmul_bytes(m, f, tp)
