@@ -147,6 +147,7 @@ def test_meta_stack_cuts_one_layer_chunks_with_embedding_and_output_chunks():
     eight = estimate(model, cl, Layout(vp=8, **base), stack, check=False)
     two = estimate(model, cl, Layout(vp=2, **base), stack, check=False)
     assert unset.step_time_s == pytest.approx(eight.step_time_s, rel=1e-12)
+    assert (unset.layout.vp, unset.virtual_stages, two.virtual_stages) == (1, 8.0, 2.0)
     assert unset.memory_gib_per_gpu == pytest.approx(eight.memory_gib_per_gpu, rel=1e-12)
     # the bubble is (pp-1)/(vp m) of the micro-batches' time: 4x larger with 2 chunks than with 8
     assert two.time_s["bubble"] == pytest.approx(4 * eight.time_s["bubble"], rel=1e-9)

@@ -350,7 +350,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "tokens_per_s_per_gpu": tok_s_gpu, "model_flops_per_token": np.broadcast_to(mflops_tok, np.shape(step)),
         "tflops_per_gpu": mflops_tok * tok_s_gpu / 1e12, "mfu": mflops_tok * tok_s_gpu / peak16,
         "hfu": mflops_tok * (1 + hw_extra) * tok_s_gpu / peak16,
-        "n_microbatches": n_mb, "n_gpus": n_gpus,
+        "n_microbatches": n_mb, "n_gpus": n_gpus, "virtual_stages": np.broadcast_to(vp, np.shape(step)),
         # time per step, seconds (compute split by op class)
         "t_gemm_attn_proj": n_mb * layers_stage * (t_attn_proj_f + t_attn_proj_b),
         "t_gemm_mlp": n_mb * layers_stage * (t_mlp_f + t_mlp_b),
@@ -390,6 +390,7 @@ class StepEstimate(BaseModel):
     hbm_gib: float
     fits: bool
     n_microbatches: float
+    virtual_stages: float = 1.0     # model chunks per pipeline rank the step ran (a stack may set them)
     time_s: dict[str, float]
     memory_gib: dict[str, float]
     phases_s: dict[str, float]
@@ -430,4 +431,5 @@ def estimate(model: ModelSpec, cluster: ClusterSpec, layout: Layout, stack: Stac
         tokens_per_s_per_gpu=f["tokens_per_s_per_gpu"], tflops_per_gpu=f["tflops_per_gpu"],
         model_flops_per_token=f["model_flops_per_token"], mfu=f["mfu"], hfu=f["hfu"],
         memory_gib_per_gpu=f["m_total"] / GIB, hbm_gib=cluster.gpu.hbm_gib, fits=bool(f["fits"]),
-        n_microbatches=f["n_microbatches"], time_s=time_s, memory_gib=memory, phases_s=phases)
+        n_microbatches=f["n_microbatches"], virtual_stages=f["virtual_stages"], time_s=time_s,
+        memory_gib=memory, phases_s=phases)

@@ -69,9 +69,11 @@ class SearchResult(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         """The ``plan --json`` object: best and top as {layout fields..., step_time_s, mfu,
-        memory_gib_per_gpu, tokens_per_s_per_gpu, time_s}, plus the counts."""
+        memory_gib_per_gpu, tokens_per_s_per_gpu, time_s, virtual_stages (the model chunks per pipeline rank
+        the step ran, which a stack may set where vp is 1)}, plus the counts."""
         def row(e: StepEstimate) -> dict[str, Any]:
-            return {**e.layout.model_dump(), "step_time_s": e.step_time_s, "mfu": e.mfu,
+            return {**e.layout.model_dump(), "virtual_stages": e.virtual_stages, "step_time_s": e.step_time_s,
+                    "mfu": e.mfu,
                     "memory_gib_per_gpu": e.memory_gib_per_gpu, "tokens_per_s_per_gpu": e.tokens_per_s_per_gpu,
                     "time_s": e.time_s}
         return {"model": self.model, "gpu": self.gpu, "n_gpus": self.n_gpus, "best": row(self.best),

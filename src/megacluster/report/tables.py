@@ -71,6 +71,8 @@ def summary_table(est) -> Table:
     L = est.layout
     t.add_row("layout", layout_label(L))
     t.add_row("micro-batches per step", f"{est.n_microbatches:g}")
+    if L.pp > 1 and est.virtual_stages != L.vp:
+        t.add_row("model chunks per pipeline rank", f"{est.virtual_stages:g} (the {est.stack.framework} stack's)")
     t.add_row("tokens per step", f"{est.tokens_per_step:,.0f}")
     t.add_row("step time", fmt_seconds(est.step_time_s))
     t.add_row("tokens/s", f"{est.tokens_per_s:,.0f}")
