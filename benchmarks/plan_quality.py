@@ -131,7 +131,8 @@ def main(argv: list[str]) -> int:
     # does not divide) cannot be run as given, so losing to it is reported apart
     bad = [r["id"] for r in rows if r["speedup"] < 1.0 - 1e-9 and r["published_fits"]
            and r["in_space"] != "invalid"]
-    lost_to_invalid = [r["id"] for r in rows if r["speedup"] < 1.0 - 1e-9 and r["in_space"] == "invalid"]
+    lost_to_invalid = [r["id"] for r in rows if r["speedup"] < 1.0 - 1e-9 and r["published_fits"]
+                       and r["in_space"] == "invalid"]
     import statistics
     console.print(f"{len(rows)} runs: speed-up min {min(sp):.3f}, median {statistics.median(sp):.3f}, "
                   f"max {max(sp):.3f}; runs where the search loses to a valid published layout that fits: "

@@ -135,8 +135,8 @@ def test_unknown_tp_overlap_scope_is_refused(monkeypatch):
 
 def test_meta_stack_cuts_one_layer_chunks_with_embedding_and_output_chunks():
     """Llama 3 paper 3.3.2: the first chunk holds only the embedding and the last only the output layer, so a
-    chunk is one layer: 126 layers + 2 over 16 pipeline ranks is 8 chunks per rank. An unset vp takes that;
-    a vp the user sets is kept."""
+    chunk is one layer: 126 layers + 2 over 16 pipeline ranks is 8 chunks per rank. A vp of 1 (the
+    default) takes that; a vp above 1 that the user sets is kept."""
     from megacluster import catalog
 
     model = catalog.model("llama3.1-405b")
@@ -151,10 +151,11 @@ def test_meta_stack_cuts_one_layer_chunks_with_embedding_and_output_chunks():
     assert unset.memory_gib_per_gpu == pytest.approx(eight.memory_gib_per_gpu, rel=1e-12)
     # the bubble is (pp-1)/(vp m) of the micro-batches' time: 4x larger with 2 chunks than with 8
     assert two.time_s["bubble"] == pytest.approx(4 * eight.time_s["bubble"], rel=1e-9)
-    # Megatron's stack does not interleave unless asked
+    # Megatron's stack does not interleave unless asked: 1F1B's bubble, (pp-1)/m of the micro-batches' time
     mg = estimate(model, cl, Layout(**base), StackSpec(framework="megatron"), check=False)
-    mg1 = estimate(model, cl, Layout(vp=1, **base), StackSpec(framework="megatron"), check=False)
-    assert mg.time_s["bubble"] == pytest.approx(mg1.time_s["bubble"])
+    mg2 = estimate(model, cl, Layout(vp=2, **base), StackSpec(framework="megatron"), check=False)
+    assert (mg.virtual_stages, mg2.virtual_stages) == (1.0, 2.0)
+    assert mg.time_s["bubble"] == pytest.approx(2 * mg2.time_s["bubble"], rel=1e-9)
     assert stack_constants(stack, "hopper")["layers_per_chunk"] == 1
 
 

@@ -252,6 +252,17 @@ def test_bubble_fraction_closed_forms(p, m, v):
     assert pipeline.bubble_fraction(p, m, v) == pytest.approx((p - 1) / (v * m), rel=1e-12)
 
 
+def test_interleaved_bubble_with_fewer_micro_batches_than_stages():
+    """m < p micro-batches cannot fill the ring: each of the v-1 returns to the first rank waits p-m chunk
+    times on top of the p-1 of fill and drain, against m v chunk times of work. Hand count for p=4, m=2,
+    v=2: chunk times of work 4, idle (2-1)(4-2) + 3 = 5, so 5/4."""
+    assert pipeline.bubble_fraction(4, 2, 2) == pytest.approx(5 / 4, rel=1e-12)
+    assert pipeline.bubble_fraction(4, 2, 1) == pytest.approx(3 / 2, rel=1e-12)     # plain 1F1B
+    # continuous at m = p, and interleaving never hurts
+    assert pipeline.bubble_fraction(16, 16 - 1e-9, 8) == pytest.approx(pipeline.bubble_fraction(16, 16, 8))
+    assert pipeline.bubble_fraction(16, 8, 8) < pipeline.bubble_fraction(16, 8, 1)
+
+
 def test_dualpipe_bubble_is_about_half_of_1f1b():
     assert pipeline.bubble_fraction(16, 64, schedule="dualpipe") == pytest.approx((16 / 2 - 1) / 64)
 

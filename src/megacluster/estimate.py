@@ -86,13 +86,14 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     c = stack_constants(stack, g.generation)
     A = {k: np.asarray(L[k]) for k in LAYOUT_KEYS}
     tp, pp, dp, cp, ep, vp = (A[k].astype(float) for k in ("tp", "pp", "dp", "cp", "ep", "vp"))
-    # a stack whose pipeline schedule always interleaves model chunks: at least min_virtual_stages per rank,
-    # or chunks of layers_per_chunk layers with the embedding and the output layer one chunk each (Meta's,
-    # Llama 3 paper section 3.3.2)
+    mb, gb, s = A["micro_batch"].astype(float), A["global_batch"].astype(float), A["seq_len"].astype(float)
+    # a stack whose pipeline schedule always interleaves model chunks where the layout leaves vp at 1: at
+    # least min_virtual_stages per rank, or chunks of layers_per_chunk layers with the embedding and the
+    # output layer counted as one layer each (Meta's, Llama 3 paper section 3.3.2). Interleaving shrinks
+    # the bubble less when there are fewer micro-batches than pipeline ranks (physics/pipeline.py).
     lpc = c.get("layers_per_chunk")
     stack_vp = (np.ceil((m.n_layers + 2) / (pp * lpc)) if lpc else np.full_like(pp, c.get("min_virtual_stages", 1)))
     vp = np.where((vp == 1) & (pp > 1), np.maximum(stack_vp, 1.0), vp)
-    mb, gb, s = A["micro_batch"].astype(float), A["global_batch"].astype(float), A["seq_len"].astype(float)
     sp = A["sequence_parallel"].astype(bool) & (tp > 1)
     rc = A["recompute"].astype(int)
     fp8 = A["fp8"].astype(bool)

@@ -79,14 +79,16 @@ def _global_batch(s: dict) -> int:
 def _micro_batch_candidates(run: dict, pp_microbatches: str = "free") -> list[int]:
     """Micro-batches to try: the stated one; else every divisor of the local batch (up to 64), unless the
     run is pipelined on a stack whose default splits the local batch into pp micro-batches
-    (``pp_microbatches: stages``, torchtitan): then that split is the only one the run could have used."""
+    (``pp_microbatches: stages``, torchtitan): then that split is the only one the run could have used.
+    (A local batch that pp does not divide could not have run with that default; such a run is searched
+    like any other.)"""
+    if pp_microbatches not in ("free", "stages"):
+        raise ValueError(f"stack constant pp_microbatches must be free or stages, not {pp_microbatches!r}")
     s = dict(run["spec"])
     s["global_batch"] = _global_batch(s)
     if s.get("micro_batch"):
         return [int(s["micro_batch"])]
     per_dp = s["global_batch"] // s["dp"]
-    if pp_microbatches not in ("free", "stages"):
-        raise ValueError(f"stack constant pp_microbatches must be free or stages, not {pp_microbatches!r}")
     pp = int(s.get("pp") or 1)
     if pp_microbatches == "stages" and pp > 1 and per_dp % pp == 0:
         return [per_dp // pp]

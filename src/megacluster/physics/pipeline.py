@@ -1,7 +1,11 @@
 """Pipeline-parallel schedules: the bubble.
 
 1F1B (PipeDream-Flush, Narayanan et al. 2021 section 2.2): bubble fraction (p-1)/m of the ideal time for
-m micro-batches on p stages. Interleaved 1F1B with v model chunks per GPU: (p-1)/(v m).
+m micro-batches on p stages. Interleaved 1F1B with v model chunks per GPU: (p-1)/(v m) when m >= p. With
+fewer micro-batches than stages (Meta's flexible schedule allows it, Llama 3 paper section 3.3.2) the m
+micro-batches cannot fill the ring: each of the v-1 returns to the first rank waits p-m chunk times, so the
+idle time is (v-1)(p-m) + (p-1) chunk times against m v of work: (p-m)/m + (m-1)/(v m), which is
+(p-1)/(v m) at m = p and (p-1)/m at v = 1.
 DualPipe (DeepSeek-V3 report, Table 2): bubble (p/2 - 1)(F&B + B - 3W), about half of 1F1B's for the same
 stage times; modelled as (p/2 - 1)/m.
 """
@@ -17,4 +21,5 @@ def bubble_fraction(pp, n_microbatches, vp=1, schedule: str = "1f1b"):
     m = np.maximum(np.asarray(n_microbatches, dtype=float), 1)
     if schedule == "dualpipe":
         return np.maximum(pp / 2 - 1, 0) / m
-    return (pp - 1) / (np.asarray(vp, dtype=float) * m)
+    v = np.asarray(vp, dtype=float)
+    return np.where(m >= pp, (pp - 1) / (v * m), (pp - m) / m + (m - 1) / (v * m))
