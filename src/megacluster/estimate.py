@@ -53,7 +53,8 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     # (PyTorch async TP: the compiler rewrites forward all-gather->matmul / matmul->reduce-scatter pairs)
     scope = c.get("async_tp_scope", "both") if stack.async_tp else c.get("tp_overlap_scope", "both")
     if scope not in ("both", "forward"):
-        raise ValueError(f"stack constant async_tp_scope / tp_overlap_scope must be both or forward, not {scope!r}")
+        raise ValueError(f"stack constant async_tp_scope / tp_overlap_scope must be both or forward, "
+                         f"not {scope!r}")
     c["tp_overlap_scope"] = scope
     c["elementwise"] = c["compiled_elementwise_bytes"] if stack.compile else c["elementwise_bytes"]
     casts = c.get("fp8_cast_bytes") or {}
@@ -92,7 +93,8 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # output layer counted as one layer each (Meta's, Llama 3 paper section 3.3.2). Interleaving shrinks
     # the bubble less when there are fewer micro-batches than pipeline ranks (physics/pipeline.py).
     lpc = c.get("layers_per_chunk")
-    stack_vp = (np.ceil((m.n_layers + 2) / (pp * lpc)) if lpc else np.full_like(pp, c.get("min_virtual_stages", 1)))
+    stack_vp = (np.ceil((m.n_layers + 2) / (pp * lpc)) if lpc
+                else np.full_like(pp, c.get("min_virtual_stages", 1)))
     vp = np.where((vp == 1) & (pp > 1), np.maximum(stack_vp, 1.0), vp)
     sp = A["sequence_parallel"].astype(bool) & (tp > 1)
     rc = A["recompute"].astype(int)
