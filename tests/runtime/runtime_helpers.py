@@ -30,9 +30,11 @@ def cli(args: list[str], nproc: int = 1, timeout: int = 240) -> subprocess.Compl
 
 
 def losses(path: Path) -> dict[int, float]:
-    """step -> loss from a metrics JSONL file (later lines win, as after a resume)."""
+    """step -> loss from a metrics JSONL file (later lines win, as after a resume). The file may be read while
+    a run appends to it, so text after the last newline (a record still being written) is not a record."""
     out = {}
-    for line in Path(path).read_text().splitlines():
+    text = Path(path).read_text()
+    for line in text[:text.rfind("\n") + 1].splitlines():
         r = json.loads(line)
         if "event" not in r:
             out[r["step"]] = r["loss"]

@@ -139,3 +139,24 @@ def test_sigkill_then_resume_auto_continues_the_same_loss_curve(tmp_path):
     got, want = losses(run_dir / "m.jsonl"), losses(ref)
     assert sorted(got) == list(range(1, 41))
     assert got == want
+
+
+def test_metrics_log_cuts_a_torn_record_before_it_appends(tmp_path):
+    """A run killed in the middle of writing a metrics line leaves half a record; the resumed run cuts it off
+    instead of gluing its first record onto it, and every line stays one JSON object."""
+    from megacluster.runtime.metrics import MetricsLog
+
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    log = MetricsLog(path, enabled=True)
+    log.write({"step": 2, "loss": 1.5})
+    log.close()
+    assert [json.loads(x) for x in path.read_text().splitlines()] == [{"step": 1, "loss": 2.0},
+                                                                      {"step": 2, "loss": 1.5}]
+    whole = path.read_text()
+    MetricsLog(path, enabled=True).close()                     # a file that ends in a newline is kept as is
+    assert path.read_text() == whole
+    torn_only = tmp_path / "t.jsonl"
+    torn_only.write_text('{"step": 1')
+    MetricsLog(torn_only, enabled=True).close()
+    assert torn_only.read_text() == ""

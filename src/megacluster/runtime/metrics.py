@@ -8,6 +8,7 @@ projection included) plus attention without the causal halving (PaLM's 6N + 12Lh
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -107,22 +108,46 @@ def memory_gib(device) -> float:
 
 
 class MetricsLog:
-    """Appends one JSON object per line to ``path`` (rank 0 only); line-buffered so that a crash keeps every
-    finished step."""
+    """Appends one JSON object per line to ``path`` (rank 0 only). Each line goes out in one ``write`` on an
+    append-only descriptor, so a crash keeps every finished step and a reader never sees half a record; a
+    run killed in the middle of a write leaves at most a torn last line, which the next run on the same file
+    cuts off before it appends."""
 
     def __init__(self, path: Path | None, enabled: bool):
-        self.f = None
+        self.fd = None
         if path is not None and enabled:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.f = open(path, "a", encoding="utf-8", buffering=1)
+            self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            _drop_torn_tail(self.fd)
 
     def write(self, record: dict) -> None:
-        if self.f is not None:
-            self.f.write(json.dumps(record) + "\n")
+        if self.fd is not None:
+            os.write(self.fd, (json.dumps(record) + "\n").encode("utf-8"))
 
     def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Truncate a file after its last newline (a record a killed writer did not finish)."""
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    with open(fd, "rb", closefd=False) as f:
+        pos = size
+        while pos > 0:
+            step = min(4096, pos)
+            f.seek(pos - step)
+            chunk = f.read(step)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                pos = pos - step + nl + 1
+                break
+            pos -= step
+    if pos != size:
+        os.ftruncate(fd, pos)
 
 
 def summarize(records: list[dict], skip: int) -> dict:
