@@ -113,7 +113,7 @@ def test_plan_round_trip_through_estimate(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ bad input
 @pytest.mark.parametrize("argv,needles", [
     (["--model", "gpt3-175", "--gpu", "h100-sxm", "--gpus", "8"], ["unknown model 'gpt3-175'", "gpt3-175b"]),
-    (["--model", "gpt3-175b", "--gpu", "h100", "--gpus", "8"], ["unknown GPU 'h100'", "h100-sxm"]),
+    (["--model", "gpt3-175b", "--gpu", "h100-sxm4", "--gpus", "8"], ["unknown GPU 'h100-sxm4'", "h100-sxm"]),
     (GPT3 + ["--gpus", "8", "--framework", "megatronn"], ["megatron"]),
     (GPT3 + ["--gpus", "8", "--fabric", "infiniban"], ["unknown fabric", "infiniband"]),
     (GPT3 + ["--gpus", "8", "--recompute", "fulll"], ["--recompute", "'full'"]),
@@ -244,7 +244,7 @@ def test_catalog_json(capsys):
 
 @pytest.mark.parametrize("argv,needles", [
     (["gpu"], ["unknown catalog kind 'gpu'", "gpus"]),
-    (["gpus", "h100"], ["h100-sxm"]),
+    (["gpus", "h100-sxm4"], ["h100-sxm"]),
     (["models", "lama3-8b"], ["llama3-8b"]),
 ])
 def test_catalog_bad_names(capsys, argv, needles):

@@ -198,3 +198,76 @@ def test_run_without_reference(tmp_path, capsys):
     path.write_text(yaml.safe_dump({"runs": [run]}))
     code, out, err = run_cli(capsys, "validate", "--runs", str(path))
     assert code == 2 and "reference.tokens_per_s_per_gpu" in err
+
+
+# ------------------------------------------------------------------ runs that name things in other ways
+def _run(rid: str, **spec_changes):
+    base = next(r for r in catalog.load("runs")["runs"] if r["id"] == "nemo2407-llama3-70b-64gpu-fp8")
+    run = {**base, "id": rid, "spec": {**base["spec"], **spec_changes}}
+    return run
+
+
+def _predicted(run) -> float:
+    out = validate_runs([run])
+    assert not out["skipped"], out["skipped"]
+    return out["runs"][0].predicted
+
+
+def test_a_run_that_cannot_be_predicted_is_listed_and_the_rest_are_scored(tmp_path, capsys):
+    good, bad = _run("good"), _run("bad", gpu="tpu-v5p")
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump({"runs": [good, bad]}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [r["id"] for r in data["runs"]] == ["good"] and data["n"] == 1
+    assert data["skipped"][0]["id"] == "bad" and "unknown GPU 'tpu-v5p'" in data["skipped"][0]["reason"]
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path))
+    assert code == 0 and "runs not predicted" in out and "tpu-v5p" in out
+
+
+def test_no_predictable_run_is_one_error_line(tmp_path, capsys):
+    path = tmp_path / "runs.yaml"
+    path.write_text(yaml.safe_dump({"runs": [_run("a", gpu="tpu-v5p"), _run("b", precision="int4")]}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(path))
+    assert code == 2 and err.count("\n") == 1 and "no run could be predicted" in err and "tpu-v5p" in err
+
+
+@pytest.mark.parametrize("change", [dict(gpu="h100"), dict(gpu="H100-SXM5"), dict(fabric="ib"),
+                                    dict(fabric="infiniband-ndr"), dict(stack={"framework": "nemo"}),
+                                    dict(stack={"framework": "megatron-core"})])
+def test_other_names_of_the_same_hardware_and_stack_give_the_same_prediction(change):
+    assert _predicted(_run("alias", **change)) == pytest.approx(_predicted(_run("canonical")))
+
+
+def test_megatron_deepspeed_is_the_deepspeed_stack():
+    out = validate_runs([_run("mds", stack={"framework": "megatron-deepspeed"})])
+    assert out["runs"][0].framework == "deepspeed"
+
+
+def test_unknown_framework_and_fabric_are_predicted_with_defaults_and_say_so():
+    out = validate_runs([_run("x", stack={"framework": "maxtext"}, fabric="efa")])
+    r = out["runs"][0]
+    assert r.framework == "megatron" and "'maxtext'" in r.note and "'efa'" in r.note
+    assert r.predicted == pytest.approx(_predicted(_run("canonical")))    # megatron on the default fabric
+
+
+def test_named_fp8_recipes_are_fp8_and_unknown_precisions_are_refused():
+    assert _predicted(_run("mx", precision="mxfp8")) > _predicted(_run("b", precision="bf16"))
+    out = validate_runs([_run("ok"), _run("fp4", precision="fp4")])
+    assert out["skipped"][0].id == "fp4" and "precision 'fp4' is not modelled" in out["skipped"][0].reason
+
+
+def test_implicit_spec_fields_are_filled_from_the_gpu_count_and_the_standard_assumption():
+    explicit = _run("explicit")
+    implicit = _run("implicit", dp=None, recompute=None, cp=None, ep=None, vp=None)
+    assert explicit["spec"]["recompute"] == "selective"
+    implicit["spec"]["cp"] = explicit["spec"]["cp"]      # keep the run's CP2: DP follows from the GPU count
+    implicit["spec"]["vp"] = explicit["spec"]["vp"]
+    assert _predicted(implicit) == pytest.approx(_predicted(explicit))
+
+
+def test_gb200_runs_use_the_72_gpu_nvlink_domain_whatever_the_tray_size():
+    four = validate_runs([_run("tray", gpu="gb200", gpus_per_node=4, nics_per_node=4)])["runs"][0]
+    rack = validate_runs([_run("rack", gpu="gb200", gpus_per_node=72, nics_per_node=72)])["runs"][0]
+    assert four.predicted == pytest.approx(rack.predicted)

@@ -38,12 +38,29 @@ RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
 LOSS_BYTES_PER_LOGIT = 40.0
 
 
+# GPU generations in time order (AMD CDNA beside its NVIDIA contemporaries), for stacks that have no
+# variant for a generation
+GENERATION_ORDER = {"volta": 0, "ampere": 1, "cdna2": 1, "hopper": 2, "cdna3": 2, "blackwell": 3, "cdna4": 3}
+
+
+def _variant(variants: dict[str, dict], generation: str) -> dict:
+    """A stack's constants for a GPU generation: its own variant, else ``default``, else the variant of the
+    nearest generation in time (the older one on a tie): Megatron on Volta runs the Ampere-era code (no flash
+    attention), on Blackwell the Hopper-era Megatron-Core."""
+    if generation in variants:
+        return variants[generation]
+    if "default" in variants:
+        return variants["default"]
+    rank = GENERATION_ORDER.get(generation, max(GENERATION_ORDER.values()))
+    known = [g for g in variants if g in GENERATION_ORDER] or list(variants)
+    return variants[min(known, key=lambda g: (abs(GENERATION_ORDER.get(g, rank) - rank),
+                                              GENERATION_ORDER.get(g, rank) - rank))]
+
+
 def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     """The efficiency constants of a software stack on a GPU generation, with its flags applied."""
     entry = catalog.stack_constants(stack.framework)
-    variants = entry["by_generation"]
-    c = dict(variants.get(generation) or variants.get("default") or variants.get("hopper")
-             or next(iter(variants.values())))
+    c = dict(_variant(entry["by_generation"], generation))
     c["source"] = entry.get("source", "")
     if stack.async_tp and "async_tp_overlap" in c:
         c["tp_overlap"] = c["async_tp_overlap"]
@@ -100,7 +117,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     rc = A["recompute"].astype(int)
     fp8 = A["fp8"].astype(bool)
     zero = A["zero"].astype(int)
-    gpn = float(node.gpus_per_node)
+    gpn = float(node.nvlink_domain)      # GPUs that reach each other over NVLink (the node, or an NVL72 rack)
     h, V = m.d_model, m.vocab
     qd, vd = attn_dims(m)
     n_layers = float(m.n_layers)

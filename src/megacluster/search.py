@@ -575,7 +575,7 @@ def _gpu_seconds_per_token(e: StepEstimate) -> dict[str, float]:
 def _tier(cluster: ClusterSpec, span: int) -> Optional[tuple[str, int, float]]:
     """The outermost fabric tier a group spread over ``span`` GPUs crosses (name, reach of the tier below,
     oversubscription), as :func:`physics.comm._span_penalty` charges it."""
-    prev, hit = cluster.node.gpus_per_node, None
+    prev, hit = cluster.node.nvlink_domain, None
     for t in cluster.fabric.tiers:
         if span > prev:
             hit = (t.name, prev, t.oversubscription)

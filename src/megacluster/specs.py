@@ -170,6 +170,8 @@ class GPUSpec(_Spec):
     hbm_gib: float = Field(gt=0, description="usable memory capacity, GiB")
     hbm_tbs: float = Field(gt=0, description="memory bandwidth, TB/s")
     nvlink_gbs: float = Field(ge=0, description="NVLink/xGMI bandwidth per GPU per direction, GB/s")
+    nvlink_domain: Optional[int] = Field(None, gt=0, description="GPUs in one NVLink domain in the system this "
+                                         "part ships in, where it is not the GPUs of one node (GB200 NVL72: 72)")
     tdp_w: float = Field(gt=0)
     price_usd: float = Field(ge=0)
     # efficiency of this hardware (fractions of the data-sheet peak), each with its source in the YAML
@@ -193,8 +195,10 @@ class GPUSpec(_Spec):
     source: str = ""
 
     def peak(self, precision: str) -> float:
-        """Dense peak in FLOP/s for a precision (fp8 falls back to bf16 where the chip has none)."""
-        p = self.peak_tflops.get(precision) or self.peak_tflops.get("bf16")
+        """Dense peak in FLOP/s for a precision. fp8 falls back to the 16-bit peak where the chip has none,
+        and bf16 to fp16 on chips without bf16 (V100: 16-bit training runs in fp16 there)."""
+        p = (self.peak_tflops.get(precision) or self.peak_tflops.get("bf16") or self.peak_tflops.get("fp16")
+             or max(self.peak_tflops.values()))
         return float(p) * 1e12
 
 

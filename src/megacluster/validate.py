@@ -30,6 +30,26 @@ class RunResult(BaseModel):
     memory_gib: float
     memory_reference_gib: Optional[float] = None
     memory_error: Optional[float] = None
+    note: Optional[str] = None           # how the run was read where its spec needed interpreting
+
+
+class SkippedRun(BaseModel):
+    """A run the step model cannot predict, and why (one line)."""
+
+    id: str
+    reason: str
+
+
+# other names of the MLP kinds the step model knows; GeGLU costs what SwiGLU does (three matrices, a gated
+# elementwise activation)
+MLP_NAMES = {"silu": "swiglu", "swish": "swiglu", "swish-glu": "swiglu", "geglu": "swiglu", "gated-gelu": "swiglu",
+             "relu2": "squared-relu", "relu-squared": "squared-relu", "sqrelu": "squared-relu",
+             "gelu-new": "gelu", "gelu-tanh": "gelu", "gelu-pytorch-tanh": "gelu"}
+DEFAULT_STACK = "megatron"    # the stack of a run whose framework the catalog does not know
+PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("fp8", None),
+              "mxfp8": ("fp8", "mxfp8"), "fp8-delayed": ("fp8", "delayed"), "fp8-tensorwise": ("fp8", "tensorwise"),
+              "fp8-rowwise": ("fp8", "rowwise"), "fp8-blockwise": ("fp8", "blockwise"),
+              "fp8-current": ("fp8", "tensorwise")}
 
 
 def model_from_run(run: dict) -> ModelSpec:
@@ -49,21 +69,50 @@ def model_from_run(run: dict) -> ModelSpec:
         moe = MoESpec(n_experts=mo["routed_experts"], top_k=mo["top_k"], expert_ffn_hidden=mo["expert_ffn_hidden"],
                       n_shared_experts=mo.get("shared_experts", 0), n_dense_layers=mo.get("dense_layers", 0))
     h = md["d_model"]
+    mlp = str(md.get("mlp") or "gelu").strip().lower().replace("_", "-")
+    mlp = MLP_NAMES.get(mlp, mlp)
     return ModelSpec(name=md["name"], n_layers=md["n_layers"], d_model=h, n_heads=md["n_heads"],
                      n_kv_heads=md.get("n_kv_heads"), ffn_hidden=md.get("ffn_hidden") or 4 * h,
-                     vocab=md.get("vocab") or 51200, mlp=md.get("mlp") or "gelu", seq_len=md["seq_len"], moe=moe)
+                     vocab=md.get("vocab") or 51200, mlp=mlp, seq_len=md["seq_len"], moe=moe)
 
 
 def spec_parts(run: dict):
     """(model, cluster, layout without micro-batch, stack) of a run's normalised ``spec``."""
     s = run["spec"]
     model = model_from_run(run)
-    cluster = make_cluster(s["gpu"], s["n_gpus"], fabric=s.get("fabric"), nic_gbps=s.get("nic_gbps"),
+    fabric = s.get("fabric")
+    if fabric and not catalog.has("fabrics", str(fabric)):
+        fabric = None                      # the GPU generation's usual fabric (noted on the run)
+    cluster = make_cluster(s["gpu"], s["n_gpus"], fabric=fabric, nic_gbps=s.get("nic_gbps"),
                            nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
     st = s.get("stack") or {}
-    stack = StackSpec(framework=st.get("framework", "megatron"), compile=bool(st.get("compile", False)),
-                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=st.get("fp8_recipe"))
+    framework = str(st.get("framework") or DEFAULT_STACK)
+    framework = catalog.stack_constants(framework)["id"] if catalog.has("stacks", framework) else DEFAULT_STACK
+    recipe = st.get("fp8_recipe") or _precision(s)[1]
+    stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
+                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe)
     return model, cluster, stack
+
+
+def _precision(s: dict) -> tuple[str, Optional[str]]:
+    """(precision, fp8 recipe) of a spec's precision name: bf16, fp16, fp8 or a named fp8 variant."""
+    name = str(s.get("precision") or "bf16").strip().lower()
+    if name not in PRECISIONS:
+        raise UserError(f"precision {s.get('precision')!r} is not modelled (one of {', '.join(PRECISIONS)})")
+    return PRECISIONS[name]
+
+
+def _notes(run: dict) -> Optional[str]:
+    """How a run's spec was interpreted, where it needed it: an unknown framework runs on the default stack,
+    an unknown fabric is replaced by the GPU generation's usual one."""
+    notes = []
+    fw = ((run["spec"].get("stack") or {}).get("framework"))
+    if fw and not catalog.has("stacks", str(fw)):
+        notes.append(f"framework {fw!r} is not in the catalog: {DEFAULT_STACK}'s constants used")
+    fab = run["spec"].get("fabric")
+    if fab and not catalog.has("fabrics", str(fab)):
+        notes.append(f"fabric {fab!r} is not in the catalog: the GPU generation's usual fabric used")
+    return "; ".join(notes) or None
 
 
 DEFAULT_TOKENS_PER_STEP = 2 ** 21   # where a run gives no global batch: 2M tokens, as its 8K-sequence sibling
@@ -105,7 +154,7 @@ def predict_run(run: dict) -> RunResult:
     base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                 vp=s.get("vp") or 1, global_batch=s["global_batch"], seq_len=s["seq_len"],
                 sequence_parallel=bool(s.get("sequence_parallel")), recompute=RECOMPUTE[s["recompute"]],
-                zero=s.get("zero") or 0, fp8=s["precision"] == "fp8")
+                zero=s.get("zero") or 0, fp8=_precision(s)[0] == "fp8")
     arr = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs})
     fits = np.broadcast_to(arr["fits"], mbs.shape)
     tps = np.broadcast_to(arr["tokens_per_s_per_gpu"], mbs.shape)
@@ -117,7 +166,7 @@ def predict_run(run: dict) -> RunResult:
     layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=base["cp"], ep=base["ep"], vp=base["vp"],
                     micro_batch=int(mbs[i]), global_batch=s["global_batch"], seq_len=s["seq_len"],
                     sequence_parallel=base["sequence_parallel"], recompute=s["recompute"], zero=base["zero"],
-                    precision=s["precision"])
+                    precision=_precision(s)[0])
     est = estimate(model, cluster, layout, stack, check=False)
     ref = float(run["reference"]["tokens_per_s_per_gpu"])
     mem_ref = published_peak_memory_gib(run)
@@ -126,7 +175,8 @@ def predict_run(run: dict) -> RunResult:
                      predicted=est.tokens_per_s_per_gpu, error=est.tokens_per_s_per_gpu / ref - 1.0,
                      micro_batch=layout.micro_batch, fits=est.fits, memory_gib=est.memory_gib_per_gpu,
                      memory_reference_gib=mem_ref,
-                     memory_error=None if mem_ref is None else est.memory_gib_per_gpu / mem_ref - 1.0)
+                     memory_error=None if mem_ref is None else est.memory_gib_per_gpu / mem_ref - 1.0,
+                     note=_notes(run))
 
 
 def published_peak_memory_gib(run: dict) -> Optional[float]:
@@ -146,15 +196,65 @@ def load_runs(path: str | Path | None = None) -> list[dict]:
 
 
 def validate_runs(runs: list[dict]) -> dict[str, Any]:
-    """Predict every run; MAPE and worst error overall, by GPU generation and by framework."""
-    results = []
-    for r in runs:
+    """Predict every run; MAPE and worst error overall, by GPU generation and by framework.
+
+    A run that cannot be predicted (an unknown GPU or fabric, a malformed spec, no reference) is listed under
+    ``skipped`` with the reason, and the scores cover the others; if no run can be predicted, the first
+    reason is raised as a :class:`UserError`."""
+    results: list[RunResult] = []
+    skipped: list[SkippedRun] = []
+    for i, r in enumerate(runs):
+        rid = str(r.get("id", f"#{i + 1}")) if isinstance(r, dict) else f"#{i + 1}"
         try:
-            results.append(predict_run(r))
-        except (KeyError, TypeError, ValidationError) as e:
-            raise UserError(f"run {r.get('id', '?')}: malformed spec ({e.__class__.__name__}: "
-                            f"{str(e).splitlines()[0]})") from None
-    return {"runs": results, "summary": summarise(results), "memory": summarise_memory(results)}
+            results.append(predict_run(_checked(r, rid)))
+        except UserError as e:
+            skipped.append(SkippedRun(id=rid, reason=str(e)))
+        except (KeyError, TypeError, ValueError, ValidationError) as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            skipped.append(SkippedRun(id=rid, reason=f"malformed spec ({e.__class__.__name__}: {first})"))
+    if not results:
+        one = skipped[0]
+        raise UserError(one.reason if len(runs) == 1 else f"no run could be predicted; run {one.id}: {one.reason}")
+    return {"runs": results, "summary": summarise(results), "memory": summarise_memory(results),
+            "skipped": skipped}
+
+
+def _checked(run: Any, rid: str) -> dict:
+    """The run if it has the mappings and the reference that validation needs, else a UserError."""
+    if not isinstance(run, dict) or not isinstance(run.get("spec"), dict) or not isinstance(run.get("model"), dict):
+        raise UserError(f"run {rid} needs 'model' and 'spec' mappings (the format of runs.yaml)")
+    ref = run.get("reference")
+    ref = ref.get("tokens_per_s_per_gpu") if isinstance(ref, dict) else None
+    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or ref <= 0:
+        raise UserError(f"run {rid} needs a positive reference.tokens_per_s_per_gpu")
+    return {**run, "spec": _filled_spec(run["spec"], run["model"], rid)}
+
+
+RECOMPUTE_NAMES = {"none": "none", "no": "none", "off": "none", "false": "none", "selective": "selective",
+                   "op": "selective", "attention": "selective", "full": "full", "block": "full", "uniform": "full",
+                   "true": "full"}
+
+
+def _filled_spec(s: dict, md: dict, rid: str) -> dict:
+    """The spec with the fields a runs file may leave implicit filled in: unset degrees are 1, an unset DP is
+    what the GPU count leaves (GPUs / (TP x PP x CP)), the sequence length may come from the model, an unset
+    recompute is selective (the runs file's standard assumption); recompute names are normalised."""
+    s = dict(s)
+    for k in ("gpu", "n_gpus"):
+        if not s.get(k):
+            raise UserError(f"run {rid}: spec.{k} is required")
+    for k in ("tp", "pp", "cp", "ep", "vp"):
+        s[k] = int(s.get(k) or 1)
+    if not s.get("dp"):
+        s["dp"] = max(1, int(s["n_gpus"]) // (s["tp"] * s["pp"] * s["cp"]))
+    s["seq_len"] = s.get("seq_len") or md.get("seq_len")
+    if not s["seq_len"]:
+        raise UserError(f"run {rid}: spec.seq_len (or model.seq_len) is required")
+    rc = str(s.get("recompute") or "selective").strip().lower()
+    if rc not in RECOMPUTE_NAMES:
+        raise UserError(f"run {rid}: recompute {s.get('recompute')!r} is not one of none, selective, full")
+    s["recompute"] = RECOMPUTE_NAMES[rc]
+    return s
 
 
 def summarise_memory(results: list[RunResult]) -> Optional[dict[str, float]]:

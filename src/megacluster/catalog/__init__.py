@@ -54,12 +54,25 @@ def validation_message(e: ValidationError, what: str) -> str:
 
 
 def _entries(name: str, key: str) -> dict[str, dict]:
+    """Entries of one catalog file by id and by each of their aliases (runs files and users name the same
+    hardware or framework in several ways: ``h100`` for ``h100-sxm``, ``nemo`` for ``megatron``)."""
     out: dict[str, dict] = {}
     for e in load(name)[key]:
         out[e["id"]] = e
         for a in e.get("aliases", []) or []:
             out[a] = e
     return out
+
+
+def _lookup(kind: str, file: str, name: str) -> dict:
+    """The entry named ``name`` (an id or alias, any case), without its alias list."""
+    entries = _entries(file, file)
+    key = name if name in entries else str(name).strip().lower()
+    if key not in entries:
+        raise unknown_name(kind, str(name), entries)
+    e = dict(entries[key])
+    e.pop("aliases", None)
+    return e
 
 
 def names(kind: str) -> list[str]:
@@ -69,26 +82,23 @@ def names(kind: str) -> list[str]:
 
 @functools.lru_cache(maxsize=None)
 def gpu(gpu_id: str) -> GPUSpec:
-    entries = _entries("gpus", "gpus")
-    if gpu_id not in entries:
-        raise unknown_name("GPU", gpu_id, entries)
-    return GPUSpec(**entries[gpu_id])
+    return GPUSpec(**_lookup("GPU", "gpus", gpu_id))
 
 
 @functools.lru_cache(maxsize=None)
 def fabric(fabric_id: str) -> FabricSpec:
-    entries = _entries("fabrics", "fabrics")
-    if fabric_id not in entries:
-        raise unknown_name("fabric", fabric_id, entries)
-    return FabricSpec(**entries[fabric_id])
+    return FabricSpec(**_lookup("fabric", "fabrics", fabric_id))
 
 
 def stack_constants(framework: str) -> dict[str, Any]:
-    """Efficiency constants of a named software stack (``stacks.yaml``)."""
-    entries = _entries("stacks", "stacks")
-    if framework not in entries:
-        raise unknown_name("software stack", framework, entries)
-    return entries[framework]
+    """Efficiency constants of a named software stack (``stacks.yaml``), by id or alias."""
+    return _lookup("software stack", "stacks", framework)
+
+
+def has(kind: str, name: str) -> bool:
+    """Whether ``name`` is an id or alias in catalog ``kind`` (gpus, fabrics, models, stacks)."""
+    entries = _entries(kind, kind)
+    return name in entries or str(name).strip().lower() in entries
 
 
 def model(name: str) -> ModelSpec:
@@ -97,12 +107,8 @@ def model(name: str) -> ModelSpec:
         from .hf import model_from_file
 
         return model_from_file(name)
-    entries = _entries("models", "models")
-    if name not in entries:
-        raise unknown_name("model", name, entries)
-    e = dict(entries[name])
+    e = _lookup("model", "models", name)
     e.pop("id", None)
-    e.pop("aliases", None)
     e.setdefault("name", name)
     try:
         return ModelSpec(**e)

@@ -42,7 +42,7 @@ def _span_penalty(cluster: ClusterSpec, span_gpus):
     span = np.asarray(span_gpus, dtype=float)
     over = np.ones_like(span)
     lat = np.zeros_like(span)
-    prev_reach = cluster.node.gpus_per_node
+    prev_reach = cluster.node.nvlink_domain
     for tier in cluster.fabric.tiers:
         crossing = span > prev_reach
         over = np.where(crossing, np.maximum(over, tier.oversubscription), over)

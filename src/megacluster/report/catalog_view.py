@@ -53,7 +53,9 @@ def gpus_table(full: bool = False) -> Group:
     for e in entries("gpus"):
         g = catalog.gpu(e["id"])
         fp8 = g.peak_tflops.get("fp8")
-        t.add_row(g.id, g.generation, f"{g.peak_tflops.get('bf16', 0):g}", f"{fp8:g}" if fp8 else "-",
+        bf16 = g.peak_tflops.get("bf16")
+        half = f"{bf16:g}" if bf16 else f"{g.peak('fp16') / 1e12:g} (fp16)"
+        t.add_row(g.id, g.generation, half, f"{fp8:g}" if fp8 else "-",
                   f"{g.hbm_gib:g}", f"{g.hbm_tbs:g}", f"{g.nvlink_gbs:g}", f"{g.tdp_w:g}", f"{g.price_usd:,.0f}")
         src.append((g.id, g.source))
     return Group(t, sources(src, full))

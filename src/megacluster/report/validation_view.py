@@ -23,9 +23,20 @@ def runs_table(result: dict[str, Any]) -> Table:
         t.add_column(col, justify=just, overflow="fold", no_wrap=col == "run")
     for r in result["runs"]:
         style = "red" if abs(r.error) > 0.25 else ("yellow" if abs(r.error) > 0.10 else None)
-        t.add_row(r.id, f"{r.n_gpus:,}", r.gpu, r.framework, r.layout + ("" if r.fits else " (does not fit)"),
+        t.add_row(r.id, f"{r.n_gpus:,}", r.gpu, r.framework + (f" ({r.note})" if r.note else ""),
+                  r.layout + ("" if r.fits else " (does not fit)"),
                   f"{r.reference:,.1f}", f"{r.predicted:,.1f}", f"{r.error:+.1%}",
                   f"{r.memory_gib:.1f}" + _mem_ref(r), style=style)
+    return t
+
+
+def skipped_table(result: dict[str, Any]) -> Table:
+    """The runs that could not be predicted, each with the reason; they are left out of every score."""
+    t = Table(title="runs not predicted (left out of the scores)", title_justify="left", title_style="yellow")
+    t.add_column("run", no_wrap=True)
+    t.add_column("reason", overflow="fold")
+    for s in result["skipped"]:
+        t.add_row(s.id, s.reason)
     return t
 
 
@@ -54,7 +65,8 @@ def as_json(result: dict[str, Any]) -> dict[str, Any]:
     with errors as signed fractions (predicted / reference - 1)."""
     overall = result["summary"]["all"]
     mem = result.get("memory") or {}
-    return {"runs": [r.model_dump() for r in result["runs"]], "mape": overall["mape"],
+    return {"runs": [r.model_dump(exclude_none=False) for r in result["runs"]], "mape": overall["mape"],
+            "skipped": [s.model_dump() for s in result.get("skipped", [])],
             "max_abs_error": overall["max_abs_error"], "n": overall["n"], "summary": result["summary"],
             "memory_mape": mem.get("mape"), "memory_max_abs_error": mem.get("max_abs_error"),
             "memory_n": mem.get("n", 0)}
@@ -66,7 +78,8 @@ def markdown(result: dict[str, Any]) -> str:
              "|---|---:|---|---|---|---:|---:|---:|"]
     for r in result["runs"]:
         fit = "" if r.fits else " (does not fit)"
-        lines.append(f"| {r.id} | {r.n_gpus:,} | {r.gpu} | {r.framework} | {r.layout}{fit} | {r.reference:,.1f} | "
+        fw = r.framework + (f" ({r.note})" if r.note else "")
+        lines.append(f"| {r.id} | {r.n_gpus:,} | {r.gpu} | {fw} | {r.layout}{fit} | {r.reference:,.1f} | "
                      f"{r.predicted:,.1f} | {r.error:+.1%} |")
     lines += ["", "| group | runs | MAPE | worst |", "|---|---:|---:|---:|"]
     for key, s in result["summary"].items():
