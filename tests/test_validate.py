@@ -271,3 +271,8 @@ def test_gb200_runs_use_the_72_gpu_nvlink_domain_whatever_the_tray_size():
     four = validate_runs([_run("tray", gpu="gb200", gpus_per_node=4, nics_per_node=4)])["runs"][0]
     rack = validate_runs([_run("rack", gpu="gb200", gpus_per_node=72, nics_per_node=72)])["runs"][0]
     assert four.predicted == pytest.approx(rack.predicted)
+
+
+def test_unknown_framework_with_sharded_weights_runs_on_the_pytorch_fsdp_stack():
+    r = validate_runs([_run("fsdp", stack={"framework": "metaseq"}, zero=3)])["runs"][0]
+    assert r.framework == "torchtitan" and "torchtitan's constants" in r.note

@@ -45,7 +45,14 @@ class SkippedRun(BaseModel):
 MLP_NAMES = {"silu": "swiglu", "swish": "swiglu", "swish-glu": "swiglu", "geglu": "swiglu", "gated-gelu": "swiglu",
              "relu2": "squared-relu", "relu-squared": "squared-relu", "sqrelu": "squared-relu",
              "gelu-new": "gelu", "gelu-tanh": "gelu", "gelu-pytorch-tanh": "gelu"}
-DEFAULT_STACK = "megatron"    # the stack of a run whose framework the catalog does not know
+# the stack of a run whose framework the catalog does not know: PyTorch FSDP (torchtitan's constants) where
+# the run shards weights (ZeRO-3 / FSDP: its weight gathers overlap compute there), else Megatron
+DEFAULT_STACK = "megatron"
+DEFAULT_FSDP_STACK = "torchtitan"
+
+
+def _default_stack(s: dict) -> str:
+    return DEFAULT_FSDP_STACK if int(s.get("zero") or 0) == 3 else DEFAULT_STACK
 PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("fp8", None),
               "mxfp8": ("fp8", "mxfp8"), "fp8-delayed": ("fp8", "delayed"), "fp8-tensorwise": ("fp8", "tensorwise"),
               "fp8-rowwise": ("fp8", "rowwise"), "fp8-blockwise": ("fp8", "blockwise"),
@@ -87,7 +94,7 @@ def spec_parts(run: dict):
                            nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
     st = s.get("stack") or {}
     framework = str(st.get("framework") or DEFAULT_STACK)
-    framework = catalog.stack_constants(framework)["id"] if catalog.has("stacks", framework) else DEFAULT_STACK
+    framework = catalog.stack_constants(framework)["id"] if catalog.has("stacks", framework) else _default_stack(s)
     recipe = st.get("fp8_recipe") or _precision(s)[1]
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
                       async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe)
@@ -108,7 +115,7 @@ def _notes(run: dict) -> Optional[str]:
     notes = []
     fw = ((run["spec"].get("stack") or {}).get("framework"))
     if fw and not catalog.has("stacks", str(fw)):
-        notes.append(f"framework {fw!r} is not in the catalog: {DEFAULT_STACK}'s constants used")
+        notes.append(f"framework {fw!r} is not in the catalog: {_default_stack(run['spec'])}'s constants used")
     fab = run["spec"].get("fabric")
     if fab and not catalog.has("fabrics", str(fab)):
         notes.append(f"fabric {fab!r} is not in the catalog: the GPU generation's usual fabric used")
