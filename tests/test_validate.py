@@ -276,3 +276,17 @@ def test_gb200_runs_use_the_72_gpu_nvlink_domain_whatever_the_tray_size():
 def test_unknown_framework_with_sharded_weights_runs_on_the_pytorch_fsdp_stack():
     r = validate_runs([_run("fsdp", stack={"framework": "metaseq"}, zero=3)])["runs"][0]
     assert r.framework == "torchtitan" and "torchtitan's constants" in r.note
+
+
+def test_moe_shape_keys_in_other_spellings_are_read():
+    base = next(r for r in catalog.load("runs")["runs"] if r["id"] == "deepseek-v3-2048gpu-pretraining")
+    model = {"name": "Some MoE", "n_layers": 40, "d_model": 6144, "n_heads": 48, "n_kv_heads": 8, "ffn_hidden": 10752,
+             "vocab": 100352, "seq_len": 4096, "mlp": "swiglu"}
+    spelled = [{"routed_experts": 16, "top_k": 4, "expert_ffn_hidden": 10752},
+               {"num_experts": 16, "num_experts_per_tok": 4}]
+    preds = []
+    for i, moe in enumerate(spelled):
+        run = {**base, "id": f"moe{i}", "model": {**model, "moe": moe},
+               "spec": {**base["spec"], "ep": 8, "pp": 4, "dp": 512}}
+        preds.append(_predicted(run))
+    assert preds[0] == pytest.approx(preds[1])

@@ -73,8 +73,15 @@ def model_from_run(run: dict) -> ModelSpec:
     moe = None
     if md.get("moe"):
         mo = md["moe"]
-        moe = MoESpec(n_experts=mo["routed_experts"], top_k=mo["top_k"], expert_ffn_hidden=mo["expert_ffn_hidden"],
-                      n_shared_experts=mo.get("shared_experts", 0), n_dense_layers=mo.get("dense_layers", 0))
+
+        def first(*keys, default=None):
+            return next((mo[k] for k in keys if mo.get(k) is not None), default)
+
+        moe = MoESpec(n_experts=first("routed_experts", "n_experts", "num_experts", "experts"),
+                      top_k=first("top_k", "experts_per_token", "num_experts_per_tok"),
+                      expert_ffn_hidden=first("expert_ffn_hidden", "moe_ffn_hidden", default=md.get("ffn_hidden")),
+                      n_shared_experts=first("shared_experts", "n_shared_experts", default=0),
+                      n_dense_layers=first("dense_layers", "n_dense_layers", default=0))
     h = md["d_model"]
     mlp = str(md.get("mlp") or "gelu").strip().lower().replace("_", "-")
     mlp = MLP_NAMES.get(mlp, mlp)
