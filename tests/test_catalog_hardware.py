@@ -3,6 +3,8 @@ and the stack variant a generation without its own gets."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from megacluster import catalog
@@ -63,3 +65,24 @@ def test_v100_estimate_runs_the_ampere_era_megatron_in_fp16():
                  precision="fp16")
     e = estimate(m, make_cluster("v100", 8), lay, StackSpec(framework="megatron"))
     assert 0.2 < e.mfu < 0.6 and e.fits
+
+
+def test_bf16_on_a_chip_without_it_is_one_line_and_the_default_is_the_chips_16_bit_format(capsys):
+    from cli_helpers import run_cli
+
+    base = ["estimate", "--model", "megatron-gpt-1.7b", "--gpu", "v100", "--gpus", "8", "--micro-batch", "4",
+            "--recompute", "full"]
+    code, out, err = run_cli(capsys, *base, "--json")
+    assert code == 0, err
+    assert json.loads(out)["layout"]["precision"] == "fp16"
+    code, out, err = run_cli(capsys, *base, "--precision", "bf16")
+    assert code == 2 and err.count("\n") == 1 and "no bf16 arithmetic; use --precision fp16" in err
+    code, out, err = run_cli(capsys, *base, "--precision", "fp8")
+    assert code == 2 and "no fp8 tensor cores" in err
+
+
+def test_the_search_on_v100_trains_in_fp16():
+    from megacluster.search import search
+
+    res = search(catalog.model("megatron-gpt-1.7b"), make_cluster("v100", 32), global_batch=512, seq_len=2048)
+    assert res.best.layout.precision == "fp16"

@@ -32,6 +32,10 @@ def layout_problems(model: ModelSpec, cluster: ClusterSpec, layout: Layout) -> l
     elif L.vp > 1 and L.n_microbatches % L.pp:
         out.append(f"interleaved schedule needs the {L.n_microbatches} micro-batches to be a multiple of "
                    f"pp={L.pp}")
+    if L.precision == "bf16" and cluster.gpu.half_precision != "bf16":
+        out.append(f"{cluster.gpu.id} has no bf16 arithmetic; use --precision {cluster.gpu.half_precision}")
+    if L.precision == "fp8" and "fp8" not in cluster.gpu.peak_tflops:
+        out.append(f"{cluster.gpu.id} has no fp8 tensor cores; use --precision {cluster.gpu.half_precision}")
     if L.seq_len % L.cp:
         out.append(f"sequence length {L.seq_len} is not divisible by cp={L.cp}")
     if L.ep > 1:

@@ -142,7 +142,9 @@ def _normalise_pins(pins: dict[str, Any], gpu: GPUSpec) -> dict[str, Any]:
             if bad:
                 raise UserError(f"pin precision={bad[0]!r}: use bf16, fp16 or fp8")
             if "fp8" in vals and "fp8" not in gpu.peak_tflops:
-                raise UserError(f"{gpu.id} has no fp8 tensor cores; pin precision bf16 or fp16")
+                raise UserError(f"{gpu.id} has no fp8 tensor cores; pin precision {gpu.half_precision}")
+            if "bf16" in vals and gpu.half_precision != "bf16":
+                raise UserError(f"{gpu.id} has no bf16 arithmetic; pin precision {gpu.half_precision}")
             if "bf16" in vals and "fp16" in vals:
                 raise UserError("pin one 16-bit precision (bf16 or fp16), not both: the step model treats "
                                 "them alike")
@@ -336,10 +338,10 @@ def build_space(model: ModelSpec, cluster: ClusterSpec, seq_len: int, target: in
     prec = pins.get("precision")
     if prec is None:
         fp8 = np.array([False, True]) if "fp8" in cluster.gpu.peak_tflops else np.array([False])
-        p16 = "bf16"
+        p16 = cluster.gpu.half_precision
     else:
         fp8 = np.unique(np.array(["fp8" == x for x in prec]))
-        p16 = next((x for x in prec if x != "fp8"), "bf16")
+        p16 = next((x for x in prec if x != "fp8"), cluster.gpu.half_precision)
     R, Z, F = (a.ravel() for a in np.meshgrid(rc, zero, fp8, indexing="ij"))
     return _Space(pairs, {"recompute": R, "zero": Z, "fp8": F}, pins.get("sequence_parallel"), p16)
 

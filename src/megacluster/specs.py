@@ -194,6 +194,11 @@ class GPUSpec(_Spec):
     power_cap_w: Optional[float] = Field(None, gt=0, description="board power limit below TDP, if any")
     source: str = ""
 
+    @property
+    def half_precision(self) -> str:
+        """The 16-bit format this chip trains in: bf16, or fp16 on chips without bf16 (V100)."""
+        return "bf16" if "bf16" in self.peak_tflops else "fp16"
+
     def peak(self, precision: str) -> float:
         """Dense peak in FLOP/s for a precision. fp8 falls back to the 16-bit peak where the chip has none,
         and bf16 to fp16 on chips without bf16 (V100: 16-bit training runs in fp16 there)."""

@@ -107,7 +107,7 @@ def resolve_layout(model: ModelSpec, cluster: ClusterSpec, flags: dict[str, Any]
                    base: Optional[dict] = None) -> Layout:
     """A Layout from flags over a plan's layout (``base``) over the defaults: tp = pp = cp = ep = vp = 1,
     dp = GPUs / (tp pp cp), micro-batch 1, sequence length of the model, global batch of about 4M tokens,
-    selective recompute, ZeRO-1, bf16, sequence parallelism on."""
+    selective recompute, ZeRO-1, the chip's 16-bit format (bf16; fp16 on V100), sequence parallelism on."""
     d: dict[str, Any] = {k: v for k, v in (base or {}).items() if v is not None}
     d.update({k: v for k, v in flags.items() if v is not None})
     for k in ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len"):
@@ -119,6 +119,7 @@ def resolve_layout(model: ModelSpec, cluster: ClusterSpec, flags: dict[str, Any]
     for k in ("tp", "pp", "cp", "ep", "vp", "micro_batch"):
         d.setdefault(k, 1)
     d.setdefault("seq_len", model.seq_len)
+    d.setdefault("precision", cluster.gpu.half_precision)
     if "dp" not in d:
         d["dp"] = max(1, cluster.n_gpus // (d["tp"] * d["pp"] * d["cp"]))
     if "global_batch" not in d:
