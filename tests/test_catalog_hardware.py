@@ -11,7 +11,7 @@ from megacluster import catalog
 from megacluster.cluster import make_cluster
 from megacluster.errors import UserError
 from megacluster.estimate import estimate, stack_constants
-from megacluster.specs import Layout, StackSpec
+from megacluster.specs import GPUSpec, Layout, StackSpec
 
 
 def test_gpu_aliases_and_case_resolve_to_the_catalog_entry():
@@ -39,7 +39,7 @@ def test_gb200_nvlink_domain_is_the_rack_not_the_tray():
     assert tray.node.nvlink_domain == 72 and tray.node.gpus_per_node == 4
     assert make_cluster("h100-sxm", 64).node.nvlink_domain == 8
     assert make_cluster("gb200", 144, gpus_per_node=4, nvlink_domain=4).node.nvlink_domain == 4
-    with pytest.raises(UserError, match="nvlink-domain"):
+    with pytest.raises(UserError, match="nvlink_domain must be a positive"):
         make_cluster("gb200", 144, nvlink_domain=0)
 
 
@@ -86,3 +86,9 @@ def test_the_search_on_v100_trains_in_fp16():
 
     res = search(catalog.model("megatron-gpt-1.7b"), make_cluster("v100", 32), global_batch=512, seq_len=2048)
     assert res.best.layout.precision == "fp16"
+
+
+def test_a_gpu_entry_without_a_16_bit_peak_is_refused():
+    entry = {k: v for k, v in catalog.load("gpus")["gpus"][0].items() if k != "aliases"}
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        GPUSpec(**{**entry, "peak_tflops": {"fp32": 19.5}})

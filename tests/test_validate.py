@@ -260,10 +260,8 @@ def test_named_fp8_recipes_are_fp8_and_unknown_precisions_are_refused():
 
 def test_implicit_spec_fields_are_filled_from_the_gpu_count_and_the_standard_assumption():
     explicit = _run("explicit")
-    implicit = _run("implicit", dp=None, recompute=None, cp=None, ep=None, vp=None)
-    assert explicit["spec"]["recompute"] == "selective"
-    implicit["spec"]["cp"] = explicit["spec"]["cp"]      # keep the run's CP2: DP follows from the GPU count
-    implicit["spec"]["vp"] = explicit["spec"]["vp"]
+    assert explicit["spec"]["recompute"] == "selective" and explicit["spec"]["ep"] == 1
+    implicit = _run("implicit", dp=None, recompute=None, ep=None)       # DP from 64 GPUs / (TP4 PP4 CP2)
     assert _predicted(implicit) == pytest.approx(_predicted(explicit))
 
 

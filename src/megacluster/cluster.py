@@ -27,7 +27,7 @@ def make_cluster(gpu: str | GPUSpec, n_gpus: int, fabric: str | None = None, nic
         if val is not None and val <= 0:
             raise UserError(f"--{name} must be positive, got {val}")
     if nvlink_domain is not None and nvlink_domain <= 0:
-        raise UserError(f"--nvlink-domain must be positive, got {nvlink_domain}")
+        raise UserError(f"nvlink_domain must be a positive number of GPUs, got {nvlink_domain}")
     domain = nvlink_domain or max(gpn, g.nvlink_domain or gpn)
     node = NodeSpec(gpus_per_node=gpn, nvlink_domain=domain, nics_per_node=nics_per_node or gpn,
                     nic_gbps=nic_gbps or nic_default)

@@ -202,9 +202,14 @@ class GPUSpec(_Spec):
     def peak(self, precision: str) -> float:
         """Dense peak in FLOP/s for a precision. fp8 falls back to the 16-bit peak where the chip has none,
         and bf16 to fp16 on chips without bf16 (V100: 16-bit training runs in fp16 there)."""
-        p = (self.peak_tflops.get(precision) or self.peak_tflops.get("bf16") or self.peak_tflops.get("fp16")
-             or max(self.peak_tflops.values()))
+        p = self.peak_tflops.get(precision) or self.peak_tflops.get("bf16") or self.peak_tflops["fp16"]
         return float(p) * 1e12
+
+    @model_validator(mode="after")
+    def _has_16_bit_peak(self) -> "GPUSpec":
+        if not (self.peak_tflops.get("bf16") or self.peak_tflops.get("fp16")):
+            raise ValueError("peak_tflops needs a bf16 or fp16 entry (the 16-bit peak MFU is measured against)")
+        return self
 
 
 class FabricTier(_Spec):

@@ -49,10 +49,7 @@ MLP_NAMES = {"silu": "swiglu", "swish": "swiglu", "swish-glu": "swiglu", "geglu"
 # the run shards weights (ZeRO-3 / FSDP: its weight gathers overlap compute there), else Megatron
 DEFAULT_STACK = "megatron"
 DEFAULT_FSDP_STACK = "torchtitan"
-
-
-def _default_stack(s: dict) -> str:
-    return DEFAULT_FSDP_STACK if int(s.get("zero") or 0) == 3 else DEFAULT_STACK
+# precision names of runs files: (the step model's precision, the fp8 scaling recipe)
 PRECISIONS = {"bf16": ("bf16", None), "fp16": ("fp16", None), "fp8": ("fp8", None),
               "mxfp8": ("fp8", "mxfp8"), "fp8-delayed": ("fp8", "delayed"), "fp8-tensorwise": ("fp8", "tensorwise"),
               "fp8-rowwise": ("fp8", "rowwise"), "fp8-blockwise": ("fp8", "blockwise"),
@@ -91,21 +88,35 @@ def model_from_run(run: dict) -> ModelSpec:
 
 
 def spec_parts(run: dict):
-    """(model, cluster, layout without micro-batch, stack) of a run's normalised ``spec``."""
+    """(model, cluster, stack) of a run's normalised ``spec``."""
     s = run["spec"]
     model = model_from_run(run)
-    fabric = s.get("fabric")
-    if fabric and not catalog.has("fabrics", str(fabric)):
-        fabric = None                      # the GPU generation's usual fabric (noted on the run)
+    framework, fabric, _ = _stack_and_fabric(s)
     cluster = make_cluster(s["gpu"], s["n_gpus"], fabric=fabric, nic_gbps=s.get("nic_gbps"),
                            nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
     st = s.get("stack") or {}
-    framework = str(st.get("framework") or DEFAULT_STACK)
-    framework = catalog.stack_constants(framework)["id"] if catalog.has("stacks", framework) else _default_stack(s)
     recipe = st.get("fp8_recipe") or _precision(s)[1]
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
                       async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe)
     return model, cluster, stack
+
+
+def _stack_and_fabric(s: dict) -> tuple[str, Optional[str], list[str]]:
+    """(stack id, fabric id or None, notes) of a spec. A framework the catalog does not know runs on a default
+    stack (PyTorch FSDP's where the run shards weights, else Megatron's); a fabric it does not know is
+    replaced by the GPU generation's usual one (None); each substitution adds a note."""
+    notes = []
+    fw = str((s.get("stack") or {}).get("framework") or DEFAULT_STACK)
+    if catalog.has("stacks", fw):
+        framework = catalog.stack_constants(fw)["id"]
+    else:
+        framework = DEFAULT_FSDP_STACK if int(s.get("zero") or 0) == 3 else DEFAULT_STACK
+        notes.append(f"framework {fw!r} is not in the catalog: {framework}'s constants used")
+    fabric = s.get("fabric")
+    if fabric and not catalog.has("fabrics", str(fabric)):
+        notes.append(f"fabric {fabric!r} is not in the catalog: the GPU generation's usual fabric used")
+        fabric = None
+    return framework, fabric, notes
 
 
 def _precision(s: dict) -> tuple[str, Optional[str]]:
@@ -114,19 +125,6 @@ def _precision(s: dict) -> tuple[str, Optional[str]]:
     if name not in PRECISIONS:
         raise UserError(f"precision {s.get('precision')!r} is not modelled (one of {', '.join(PRECISIONS)})")
     return PRECISIONS[name]
-
-
-def _notes(run: dict) -> Optional[str]:
-    """How a run's spec was interpreted, where it needed it: an unknown framework runs on the default stack,
-    an unknown fabric is replaced by the GPU generation's usual one."""
-    notes = []
-    fw = ((run["spec"].get("stack") or {}).get("framework"))
-    if fw and not catalog.has("stacks", str(fw)):
-        notes.append(f"framework {fw!r} is not in the catalog: {_default_stack(run['spec'])}'s constants used")
-    fab = run["spec"].get("fabric")
-    if fab and not catalog.has("fabrics", str(fab)):
-        notes.append(f"fabric {fab!r} is not in the catalog: the GPU generation's usual fabric used")
-    return "; ".join(notes) or None
 
 
 DEFAULT_TOKENS_PER_STEP = 2 ** 21   # where a run gives no global batch: 2M tokens, as its 8K-sequence sibling
@@ -190,7 +188,7 @@ def predict_run(run: dict) -> RunResult:
                      micro_batch=layout.micro_batch, fits=est.fits, memory_gib=est.memory_gib_per_gpu,
                      memory_reference_gib=mem_ref,
                      memory_error=None if mem_ref is None else est.memory_gib_per_gpu / mem_ref - 1.0,
-                     note=_notes(run))
+                     note="; ".join(_stack_and_fabric(s)[2]) or None)
 
 
 def published_peak_memory_gib(run: dict) -> Optional[float]:

@@ -64,10 +64,15 @@ def _entries(name: str, key: str) -> dict[str, dict]:
     return out
 
 
+def _key(entries: dict[str, dict], name: str) -> str:
+    """``name`` as written if it is a key of ``entries``, else lower-cased and stripped."""
+    return name if name in entries else str(name).strip().lower()
+
+
 def _lookup(kind: str, file: str, name: str) -> dict:
     """The entry named ``name`` (an id or alias, any case), without its alias list."""
     entries = _entries(file, file)
-    key = name if name in entries else str(name).strip().lower()
+    key = _key(entries, name)
     if key not in entries:
         raise unknown_name(kind, str(name), entries)
     e = dict(entries[key])
@@ -98,7 +103,7 @@ def stack_constants(framework: str) -> dict[str, Any]:
 def has(kind: str, name: str) -> bool:
     """Whether ``name`` is an id or alias in catalog ``kind`` (gpus, fabrics, models, stacks)."""
     entries = _entries(kind, kind)
-    return name in entries or str(name).strip().lower() in entries
+    return _key(entries, name) in entries
 
 
 def model(name: str) -> ModelSpec:

@@ -65,7 +65,7 @@ def as_json(result: dict[str, Any]) -> dict[str, Any]:
     with errors as signed fractions (predicted / reference - 1)."""
     overall = result["summary"]["all"]
     mem = result.get("memory") or {}
-    return {"runs": [r.model_dump(exclude_none=False) for r in result["runs"]], "mape": overall["mape"],
+    return {"runs": [r.model_dump() for r in result["runs"]], "mape": overall["mape"],
             "skipped": [s.model_dump() for s in result.get("skipped", [])],
             "max_abs_error": overall["max_abs_error"], "n": overall["n"], "summary": result["summary"],
             "memory_mape": mem.get("mape"), "memory_max_abs_error": mem.get("max_abs_error"),
