@@ -168,11 +168,25 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     t_mlp_f, t_mlp_b = f_up + f_dn, b_mlp
 
     heads_local = m.n_heads / tp
+    # K/V heads that context parallelism carries: all query heads where the stack repeats K/V before attention
+    kv_heads_cp = float(m.n_heads) if c.get("cp_kv_repeated", False) else float(m.kv_heads)
     if flash:
         attn_fwd_flops = T * attention_core_flops(m, s, causal=True) / tp
         kernel = c.get("attention_kernel_efficiency", 1.0)
         t_core_f = compute.attention_time(g, attn_fwd_flops, s / cp) / kernel
         t_core_b = 2.5 * compute.attention_time(g, attn_fwd_flops, s / cp, backward=True) / kernel
+        # ring attention (cp > 1): the stack's own tensor ops around the kernels (output merges, casts,
+        # gradient accumulation, send buffers), bytes per local output element and per local K element
+        rb = c.get("cp_ring_bytes") or {}
+        q_el = T * vd / tp
+        kv_el = T * kv_heads_cp * (qd / m.n_heads + m.hd) / 2.0 / tp
+        steps = np.maximum(cp - 1.0, 0.0)
+
+        def ring(pass_):
+            return compute.memory_time(g, q_el * (rb.get(f"{pass_}_q", 0.0) + steps * rb.get(f"{pass_}_step_q", 0.0))
+                                       + kv_el * (rb.get(f"{pass_}_kv", 0.0) + steps * rb.get(f"{pass_}_step_kv", 0.0)))
+        t_core_f = t_core_f + np.where(cp > 1, ring("fwd"), 0.0)
+        t_core_b = t_core_b + np.where(cp > 1, ring("bwd"), 0.0)
     else:   # batched GEMMs over the full s x s scores, then fused scale-mask-softmax (+ dropout)
         hd_qk = qd / m.n_heads
         t_gemm = compute.gemm_time(g, s, s, hd_qk, False, count=2.0 * mb / cp * heads_local)
@@ -240,7 +254,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     else:
         tp_exposed = t_tp
 
-    kv_bytes = T * (m.kv_heads * (qd / m.n_heads) + m.kv_heads * m.hd) * 2.0 / tp
+    kv_bytes = T * (kv_heads_cp * (qd / m.n_heads) + kv_heads_cp * m.hd) * 2.0 / tp
     cp_per_node = np.clip(gpn / tp, 1, cp)
     t_cp = 3.0 * comm.ring_allgather_time(kv_bytes * cp, cp, comm.group_bandwidth(
         cluster, cp, cp_per_node, tp * cp)[0])
