@@ -74,6 +74,9 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
                          f"not {scope!r}")
     c["tp_overlap_scope"] = scope
     c["elementwise"] = c["compiled_elementwise_bytes"] if stack.compile else c["elementwise_bytes"]
+    kernel = c.get("attention_kernel_efficiency", 1.0)      # a number, or a mapping by GPU generation
+    c["attention_kernel_efficiency"] = float(kernel.get(generation, kernel.get("default", 1.0))
+                                             if isinstance(kernel, dict) else kernel)
     casts = c.get("fp8_cast_bytes") or {}
     c["fp8_cast"] = casts.get(stack.fp8_recipe or "default", casts.get("default", 1.5))
     gemm8 = c.get("fp8_gemm_factor") or {}
