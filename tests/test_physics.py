@@ -337,3 +337,53 @@ def test_sequence_parallel_moves_the_same_tp_bytes_as_all_reduce():
     with_sp = estimate(GPT, c, lay, check=False).time_s["tp_comm"]
     without = estimate(GPT, c, lay.model_copy(update={"sequence_parallel": False}), check=False).time_s["tp_comm"]
     assert with_sp == pytest.approx(without, rel=1e-6)
+
+
+# Ring attention (context parallelism): PyTorch's code around the flash kernels moves bytes at HBM speed
+LLAMA_SMALL = ModelSpec(name="llama-small", n_layers=4, d_model=1024, n_heads=16, n_kv_heads=4, ffn_hidden=2816,
+                        vocab=32000, mlp="swiglu", seq_len=8192)
+
+
+def _attention_time(stack_consts_patch, cp: int, monkeypatch) -> float:
+    import megacluster.estimate as est
+    orig = est.stack_constants
+
+    def patched(stack, generation):
+        c = dict(orig(stack, generation))
+        c.update(stack_consts_patch)
+        return c
+    monkeypatch.setattr(est, "stack_constants", patched)
+    L = Layout(dp=8 // cp, cp=cp, global_batch=8 // cp, seq_len=8192, zero=3, recompute="none")
+    r = estimate_arrays(LLAMA_SMALL, cluster(8), StackSpec(framework="torchtitan"), layout_arrays(L))
+    monkeypatch.setattr(est, "stack_constants", orig)
+    return float(r["t_attention"])
+
+
+def test_ring_attention_bookkeeping_is_the_stack_byte_count_at_hbm_speed(monkeypatch):
+    rb = catalog.stack_constants("torchtitan")["by_generation"]["default"]["cp_ring_bytes"]
+    assert catalog.stack_constants("torchtitan")["by_generation"]["default"]["cp_kv_repeated"] is True
+    cp = 4
+    with_ring = _attention_time({}, cp, monkeypatch)
+    without = _attention_time({"cp_ring_bytes": {}}, cp, monkeypatch)
+    T = 8192 / cp                                     # tokens per GPU, micro-batch 1
+    q = T * 16 * 64                                   # attention output elements
+    kv = T * 16 * 64                                  # K repeated to all 16 query heads (repeat_kv before SDPA)
+    steps = cp - 1
+    fwd = q * (rb["fwd_q"] + steps * rb["fwd_step_q"]) + kv * (rb["fwd_kv"] + steps * rb["fwd_step_kv"])
+    bwd = q * (rb["bwd_q"] + steps * rb["bwd_step_q"]) + kv * (rb["bwd_kv"] + steps * rb["bwd_step_kv"])
+    rate = GPU.hbm_tbs * 1e12 * GPU.hbm_efficiency
+    assert with_ring - without == pytest.approx(4 * (fwd + bwd) / rate, rel=1e-9)    # 4 layers, 1 micro-batch
+    # without context parallelism there is no ring and nothing is added
+    assert _attention_time({}, 1, monkeypatch) == pytest.approx(_attention_time({"cp_ring_bytes": {}}, 1,
+                                                                                monkeypatch), rel=1e-12)
+
+
+def test_attention_kernel_factor_is_read_per_gpu_generation():
+    from megacluster.estimate import stack_constants
+    titan = StackSpec(framework="torchtitan")
+    # FlashAttention-2 against FlashAttention-3 is a Hopper ratio; on Ampere the GPU's constant already is FA2
+    assert stack_constants(titan, "hopper")["attention_kernel_efficiency"] == pytest.approx(0.56)
+    assert stack_constants(titan, "ampere")["attention_kernel_efficiency"] == 1.0
+    assert stack_constants(StackSpec(framework="meta-internal"), "hopper")["attention_kernel_efficiency"] == \
+        pytest.approx(0.56)
+    assert stack_constants(StackSpec(framework="megatron"), "hopper")["attention_kernel_efficiency"] == 1.0
