@@ -116,6 +116,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     stack_vp = (np.ceil((m.n_layers + 2) / (pp * lpc)) if lpc
                 else np.full_like(pp, c.get("min_virtual_stages", 1)))
     vp = np.where((vp == 1) & (pp > 1), np.maximum(stack_vp, 1.0), vp)
+    stack_chunks = (pp > 1) & bool(lpc) & (vp == stack_vp)           # the stack's own layer-sized chunks
     sp = A["sequence_parallel"].astype(bool) & (tp > 1)
     rc = A["recompute"].astype(int)
     fp8 = A["fp8"].astype(bool)
@@ -125,6 +126,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     qd, vd = attn_dims(m)
     n_layers = float(m.n_layers)
     layers_stage = n_layers / pp
+    # layers per pipeline rank: an even split, or, where the stack cuts the model into layer-sized chunks with
+    # the embedding and the output layer in a layer's slot (Meta's), ceil((L + 2) / pp) on a middle rank and
+    # one fewer on the first and last ranks (their embedding / output layer take the slot)
+    slots = np.ceil((n_layers + 2.0) / pp)
+    layers_end = np.where(stack_chunks, slots - 1.0, layers_stage)
+    layers_mid = np.where(stack_chunks & (pp > 2), slots, layers_end)     # two ranks: both are ends
 
     T = mb * s / cp                      # tokens per GPU per micro-batch
     n_mb = gb / (dp * mb)                # micro-batches per step per pipeline
@@ -272,8 +279,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         ep_exposed = np.zeros_like(tp)
 
     t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed
-    t_mb = layers_stage * t_layer_total + t_logits              # slowest (last) stage per micro-batch
-    t_mb_first = layers_stage * t_layer_total
+    # slowest stage per micro-batch: the last (its layers and the output layer) or, where the stack balances
+    # the ends, a middle one
+    last_slowest = layers_end * t_layer_total + t_logits >= layers_mid * t_layer_total
+    layers_crit = np.where(last_slowest, layers_end, layers_mid)
+    t_mb = layers_crit * t_layer_total + np.where(last_slowest, t_logits, 0.0)
+    t_mb_first = layers_mid * t_layer_total
 
     # pipeline: bubble and point-to-point
     bub = bubble_fraction(pp, n_mb, vp, c["schedule"]) * np.where(pp > 1, 1.0, 0.0)
@@ -286,8 +297,10 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # ------------------------------------------------------------------ parameters and DP communication
     dense_layer_params = m.params_dense_layers / n_layers
     embed_stage = V * h / tp                                       # first/last stage holds one vocab matrix
-    p_dense = layers_stage * dense_layer_params / tp + np.where(pp > 1, embed_stage,
-                                                                m.embedding_params / tp)
+    p_even = layers_stage * dense_layer_params / tp + np.where(pp > 1, embed_stage, m.embedding_params / tp)
+    # balanced ends: the most parameters sit on a middle rank or on an end rank with its vocabulary matrix
+    p_dense = np.where(stack_chunks, np.maximum(layers_mid * dense_layer_params / tp,
+                                                layers_end * dense_layer_params / tp + embed_stage), p_even)
     if m.moe:
         p_expert = (m.n_moe_layers / pp) * (m.moe.n_experts / ep) * m.expert_params / np.where(ep > 1, 1.0, tp)
     else:
@@ -338,7 +351,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     t_ep_total = (m.n_moe_layers / n_layers) * t_ep if m.moe else 0.0
     per_layer_hidden = (t_tp - tp_exposed) + (np.where(cp > 1, t_cp, 0.0) - cp_exposed) + (t_ep_total - ep_exposed)
     dp_hidden = np.where(shard > 1, np.maximum(t_dp_total - dp_exposed, 0.0), 0.0)
-    hidden = n_mb * layers_stage * per_layer_hidden + (t_p2p - pp_exposed) + dp_hidden
+    hidden = n_mb * layers_crit * per_layer_hidden + (t_p2p - pp_exposed) + dp_hidden
     t_contention = g.overlap_compute_slowdown * hidden
 
     t_compute = n_mb * t_mb
@@ -365,9 +378,9 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     full_layer = activation_bytes_per_token_layer(m, s, tp, sp, 0, flash, _dropout(m), cp,
                                                   sp_gathered=c.get("sp_saves_gathered_inputs", False))
     rebuilt = np.where(rc >= 1, np.maximum(full_layer - per_tok_layer, 0.0) * T, 0.0)
-    acts_first = per_tok_layer * T * layers_stage * in_flight + T * h * 2.0 + rebuilt
+    acts_first = per_tok_layer * T * layers_end * in_flight + T * h * 2.0 + rebuilt
     # last stage: the logits and the loss's fp32 working copies (bytes per logit: a stack constant)
-    acts_last = per_tok_layer * T * layers_stage + T * V / tp * c["loss_bytes_per_logit"] + rebuilt
+    acts_last = per_tok_layer * T * layers_end + T * V / tp * c["loss_bytes_per_logit"] + rebuilt
     activations = np.maximum(acts_first, acts_last)
     layer_w = dense_layer_params / tp * 2.0
     buffers = 4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + c["reserved_gib"] * GIB
@@ -389,14 +402,14 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "hfu": mflops_tok * (1 + hw_extra) * tok_s_gpu / peak16,
         "n_microbatches": n_mb, "n_gpus": n_gpus, "virtual_stages": np.broadcast_to(vp, np.shape(step)),
         # time per step, seconds (compute split by op class)
-        "t_gemm_attn_proj": n_mb * layers_stage * (t_attn_proj_f + t_attn_proj_b),
-        "t_gemm_mlp": n_mb * layers_stage * (t_mlp_f + t_mlp_b),
-        "t_attention": n_mb * layers_stage * (t_core_f + t_core_b),
-        "t_memory_bound": n_mb * layers_stage * 3 * t_elem_f,
-        "t_recompute": n_mb * layers_stage * t_recomp,
-        "t_output_layer": n_mb * t_logits,
-        "t_tp_comm": n_mb * layers_stage * tp_exposed, "t_cp_comm": n_mb * layers_stage * cp_exposed,
-        "t_ep_comm": n_mb * layers_stage * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
+        "t_gemm_attn_proj": n_mb * layers_crit * (t_attn_proj_f + t_attn_proj_b),
+        "t_gemm_mlp": n_mb * layers_crit * (t_mlp_f + t_mlp_b),
+        "t_attention": n_mb * layers_crit * (t_core_f + t_core_b),
+        "t_memory_bound": n_mb * layers_crit * 3 * t_elem_f,
+        "t_recompute": n_mb * layers_crit * t_recomp,
+        "t_output_layer": n_mb * np.where(last_slowest, t_logits, 0.0),
+        "t_tp_comm": n_mb * layers_crit * tp_exposed, "t_cp_comm": n_mb * layers_crit * cp_exposed,
+        "t_ep_comm": n_mb * layers_crit * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
         "t_dp_comm": dp_exposed, "t_dp_comm_total": t_dp_total, "t_optimizer": t_opt,
         "t_overlap_slowdown": t_contention,
         "t_compute": t_compute,
