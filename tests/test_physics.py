@@ -344,27 +344,28 @@ LLAMA_SMALL = ModelSpec(name="llama-small", n_layers=4, d_model=1024, n_heads=16
                         vocab=32000, mlp="swiglu", seq_len=8192)
 
 
-def _attention_time(stack_consts_patch, cp: int, monkeypatch) -> float:
+def _attention_time(cp: int, monkeypatch, ring_bytes=None) -> float:
+    """torchtitan's attention time for LLAMA_SMALL on 8 test GPUs; ``ring_bytes`` replaces its cp_ring_bytes."""
     import megacluster.estimate as est
-    orig = est.stack_constants
+    real = est.stack_constants
 
     def patched(stack, generation):
-        c = dict(orig(stack, generation))
-        c.update(stack_consts_patch)
-        return c
-    monkeypatch.setattr(est, "stack_constants", patched)
-    L = Layout(dp=8 // cp, cp=cp, global_batch=8 // cp, seq_len=8192, zero=3, recompute="none")
-    r = estimate_arrays(LLAMA_SMALL, cluster(8), StackSpec(framework="torchtitan"), layout_arrays(L))
-    monkeypatch.setattr(est, "stack_constants", orig)
+        c = real(stack, generation)
+        return c if ring_bytes is None else {**c, "cp_ring_bytes": ring_bytes}
+    with monkeypatch.context() as mp:
+        mp.setattr(est, "stack_constants", patched)
+        L = Layout(dp=8 // cp, cp=cp, global_batch=8 // cp, seq_len=8192, zero=3, recompute="none")
+        r = estimate_arrays(LLAMA_SMALL, cluster(8), StackSpec(framework="torchtitan"), layout_arrays(L))
     return float(r["t_attention"])
 
 
 def test_ring_attention_bookkeeping_is_the_stack_byte_count_at_hbm_speed(monkeypatch):
-    rb = catalog.stack_constants("torchtitan")["by_generation"]["default"]["cp_ring_bytes"]
-    assert catalog.stack_constants("torchtitan")["by_generation"]["default"]["cp_kv_repeated"] is True
+    from megacluster.estimate import CP_RING_KEYS
+    titan = catalog.stack_constants("torchtitan")["by_generation"]["default"]
+    rb, none = titan["cp_ring_bytes"], {k: 0.0 for k in CP_RING_KEYS}
+    assert titan["cp_kv_repeated"] is True
     cp = 4
-    with_ring = _attention_time({}, cp, monkeypatch)
-    without = _attention_time({"cp_ring_bytes": {}}, cp, monkeypatch)
+    added = _attention_time(cp, monkeypatch) - _attention_time(cp, monkeypatch, none)
     T = 8192 / cp                                     # tokens per GPU, micro-batch 1
     q = T * 16 * 64                                   # attention output elements
     kv = T * 16 * 64                                  # K repeated to all 16 query heads (repeat_kv before SDPA)
@@ -372,10 +373,23 @@ def test_ring_attention_bookkeeping_is_the_stack_byte_count_at_hbm_speed(monkeyp
     fwd = q * (rb["fwd_q"] + steps * rb["fwd_step_q"]) + kv * (rb["fwd_kv"] + steps * rb["fwd_step_kv"])
     bwd = q * (rb["bwd_q"] + steps * rb["bwd_step_q"]) + kv * (rb["bwd_kv"] + steps * rb["bwd_step_kv"])
     rate = GPU.hbm_tbs * 1e12 * GPU.hbm_efficiency
-    assert with_ring - without == pytest.approx(4 * (fwd + bwd) / rate, rel=1e-9)    # 4 layers, 1 micro-batch
+    assert added == pytest.approx(4 * (fwd + bwd) / rate, rel=1e-9)      # 4 layers, 1 micro-batch
     # without context parallelism there is no ring and nothing is added
-    assert _attention_time({}, 1, monkeypatch) == pytest.approx(_attention_time({"cp_ring_bytes": {}}, 1,
-                                                                                monkeypatch), rel=1e-12)
+    assert _attention_time(1, monkeypatch) == pytest.approx(_attention_time(1, monkeypatch, none), rel=1e-12)
+
+
+def test_unknown_ring_bytes_key_is_refused(monkeypatch):
+    from megacluster.estimate import stack_constants
+    real = catalog.stack_constants
+
+    def fake(fw):
+        entry = real(fw)
+        typo = {"fwd_q": 12, "fwd_stepq": 38}
+        variants = {k: {**v, "cp_ring_bytes": typo} for k, v in entry["by_generation"].items()}
+        return {**entry, "by_generation": variants}
+    monkeypatch.setattr(catalog, "stack_constants", fake)
+    with pytest.raises(ValueError, match="fwd_stepq"):
+        stack_constants(StackSpec(framework="torchtitan"), "hopper")
 
 
 def test_attention_kernel_factor_is_read_per_gpu_generation():

@@ -31,6 +31,9 @@ from .specs import ClusterSpec, Layout, ModelSpec, StackSpec
 LAYOUT_KEYS = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len",
                "sequence_parallel", "recompute", "zero", "fp8")
 RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
+# ring-attention bookkeeping bytes a stack may give (stacks.yaml cp_ring_bytes): per call and per ring step,
+# forward and backward, per attention-output element (q) and per K element (kv)
+CP_RING_KEYS = tuple(f"{p}{s}_{e}" for p in ("fwd", "bwd") for s in ("", "_step") for e in ("q", "kv"))
 # fp32 softmax cross-entropy over the logits, HBM bytes per logit element (forward + backward), counted
 # from the eager ops both PyTorch stacks and Megatron run: cast bf16->fp32 (2 read + 4 write), log-softmax
 # (max/sum pass 4 + 4, write 4), dense gradient (4), softmax backward (4 + 4 read, 4 write), cast back to
@@ -77,6 +80,11 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     kernel = c.get("attention_kernel_efficiency", 1.0)      # a number, or a mapping by GPU generation
     c["attention_kernel_efficiency"] = float(kernel.get(generation, kernel.get("default", 1.0))
                                              if isinstance(kernel, dict) else kernel)
+    ring = c.get("cp_ring_bytes") or {}
+    unknown = sorted(set(ring) - set(CP_RING_KEYS))
+    if unknown:
+        raise ValueError(f"stack constant cp_ring_bytes has unknown keys {unknown}; use {', '.join(CP_RING_KEYS)}")
+    c["cp_ring_bytes"] = {k: float(ring.get(k, 0.0)) for k in CP_RING_KEYS}
     casts = c.get("fp8_cast_bytes") or {}
     c["fp8_cast"] = casts.get(stack.fp8_recipe or "default", casts.get("default", 1.5))
     gemm8 = c.get("fp8_gemm_factor") or {}
@@ -178,23 +186,23 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     t_mlp_f, t_mlp_b = f_up + f_dn, b_mlp
 
     heads_local = m.n_heads / tp
-    # K/V heads that context parallelism carries: all query heads where the stack repeats K/V before attention
+    # elements of this GPU's attention output, and of its K (V counted in: the mean of the K and V widths) at
+    # the heads context parallelism carries: all query heads where the stack repeats K/V before attention
     kv_heads_cp = float(m.n_heads) if c.get("cp_kv_repeated", False) else float(m.kv_heads)
+    q_el = T * vd / tp
+    kv_el = T * kv_heads_cp * (qd / m.n_heads + m.hd) / 2.0 / tp
     if flash:
         attn_fwd_flops = T * attention_core_flops(m, s, causal=True) / tp
-        kernel = c.get("attention_kernel_efficiency", 1.0)
+        kernel = c["attention_kernel_efficiency"]
         t_core_f = compute.attention_time(g, attn_fwd_flops, s / cp) / kernel
         t_core_b = 2.5 * compute.attention_time(g, attn_fwd_flops, s / cp, backward=True) / kernel
         # ring attention (cp > 1): the stack's own tensor ops around the kernels (output merges, casts,
-        # gradient accumulation, send buffers), bytes per local output element and per local K element
-        rb = c.get("cp_ring_bytes") or {}
-        q_el = T * vd / tp
-        kv_el = T * kv_heads_cp * (qd / m.n_heads + m.hd) / 2.0 / tp
-        steps = np.maximum(cp - 1.0, 0.0)
+        # gradient accumulation, send buffers), once per call and once per ring step after the first
+        rb, steps = c["cp_ring_bytes"], np.maximum(cp - 1.0, 0.0)
 
         def ring(pass_):
-            return compute.memory_time(g, q_el * (rb.get(f"{pass_}_q", 0.0) + steps * rb.get(f"{pass_}_step_q", 0.0))
-                                       + kv_el * (rb.get(f"{pass_}_kv", 0.0) + steps * rb.get(f"{pass_}_step_kv", 0.0)))
+            return compute.memory_time(g, q_el * (rb[f"{pass_}_q"] + steps * rb[f"{pass_}_step_q"])
+                                       + kv_el * (rb[f"{pass_}_kv"] + steps * rb[f"{pass_}_step_kv"]))
         t_core_f = t_core_f + np.where(cp > 1, ring("fwd"), 0.0)
         t_core_b = t_core_b + np.where(cp > 1, ring("bwd"), 0.0)
     else:   # batched GEMMs over the full s x s scores, then fused scale-mask-softmax (+ dropout)
@@ -264,7 +272,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     else:
         tp_exposed = t_tp
 
-    kv_bytes = T * (kv_heads_cp * (qd / m.n_heads) + kv_heads_cp * m.hd) * 2.0 / tp
+    kv_bytes = 2.0 * kv_el * 2.0                                  # K and V, 16-bit
     cp_per_node = np.clip(gpn / tp, 1, cp)
     t_cp = 3.0 * comm.ring_allgather_time(kv_bytes * cp, cp, comm.group_bandwidth(
         cluster, cp, cp_per_node, tp * cp)[0])
