@@ -401,3 +401,42 @@ def test_attention_kernel_factor_is_read_per_gpu_generation():
     assert stack_constants(StackSpec(framework="meta-internal"), "hopper")["attention_kernel_efficiency"] == \
         pytest.approx(0.56)
     assert stack_constants(StackSpec(framework="megatron"), "hopper")["attention_kernel_efficiency"] == 1.0
+
+
+def _layer_times(framework: str, recompute: str) -> dict[str, float]:
+    L = Layout(dp=8, global_batch=8, seq_len=8192, zero=1, recompute=recompute)
+    r = estimate_arrays(LLAMA_SMALL, cluster(8), StackSpec(framework=framework), layout_arrays(L))
+    return {k: float(np.ravel(v)[0]) for k, v in r.items()}
+
+
+def test_megatron_core_selective_recompute_reruns_the_flash_attention_forward():
+    """Megatron-Core checkpoints the core attention under 'selective' even with flash kernels; torchtitan's
+    per-op policy saves the SDPA output, so its selective recompute reruns no attention."""
+    from megacluster.physics import compute
+    from megacluster.physics.flops import attention_core_flops
+    mc = _layer_times("megatron", "selective")
+    # the recompute is one flash forward per layer: 4 layers, one micro-batch of 8192 tokens
+    fwd = compute.attention_time(GPU, attention_core_flops(LLAMA_SMALL, 8192) * 8192, 8192)
+    assert mc["t_recompute"] == pytest.approx(4 * fwd, rel=1e-9)
+    assert _layer_times("megatron", "none")["t_recompute"] == 0.0
+    titan = _layer_times("torchtitan", "selective")
+    assert titan["t_recompute"] < titan["t_gemm_attn_proj"] + titan["t_gemm_mlp"]    # GEMMs only, no attention
+    # HFU counts the rerun attention FLOPs (non-causal convention, as model FLOPs do); MFU does not
+    extra = 4 * attention_core_flops(LLAMA_SMALL, 8192, causal=False) / mc["model_flops_per_token"]
+    assert mc["hfu"] == pytest.approx(mc["mfu"] * (1 + extra), rel=1e-9)
+
+
+def test_loss_traffic_is_the_stack_byte_count_per_logit():
+    """Megatron's vocab-parallel cross-entropy moves 52 bytes per logit, PyTorch's cross_entropy 40."""
+    from megacluster.estimate import LOSS_BYTES_PER_LOGIT, stack_constants
+    assert stack_constants(StackSpec(framework="megatron"), "hopper")["loss_traffic"] == 52.0
+    assert stack_constants(StackSpec(framework="torchtitan"), "hopper")["loss_traffic"] == LOSS_BYTES_PER_LOGIT
+    import megacluster.estimate as est
+    real = est.stack_constants
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(est, "stack_constants", lambda s, g: {**real(s, g), "loss_traffic": 40.0})
+        as_pytorch = _layer_times("megatron", "none")["t_output_layer"]
+    logits = 8192 * LLAMA_SMALL.vocab
+    rate = GPU.hbm_tbs * 1e12 * GPU.hbm_efficiency
+    assert _layer_times("megatron", "none")["t_output_layer"] - as_pytorch == pytest.approx(
+        logits * 12.0 / rate, rel=1e-9)

@@ -23,7 +23,8 @@ from pydantic import BaseModel
 
 from . import catalog
 from .physics import comm, compute
-from .physics.flops import attention_core_flops, attn_dims, logits_flops, model_flops_per_token
+from .physics.flops import (attention_core_flops, attn_dims, layer_matmul_flops, logits_flops,
+                            model_flops_per_token)
 from .physics.memory import GIB, activation_bytes_per_token_layer
 from .physics.pipeline import bubble_fraction
 from .specs import ClusterSpec, Layout, ModelSpec, StackSpec
@@ -35,9 +36,9 @@ RECOMPUTE = {"none": 0, "selective": 1, "full": 2}
 # forward and backward, per attention-output element (q) and per K element (kv)
 CP_RING_KEYS = tuple(f"{p}{s}_{e}" for p in ("fwd", "bwd") for s in ("", "_step") for e in ("q", "kv"))
 # fp32 softmax cross-entropy over the logits, HBM bytes per logit element (forward + backward), counted
-# from the eager ops both PyTorch stacks and Megatron run: cast bf16->fp32 (2 read + 4 write), log-softmax
-# (max/sum pass 4 + 4, write 4), dense gradient (4), softmax backward (4 + 4 read, 4 write), cast back to
-# bf16 (4 + 2): about 40.
+# from the eager ops of PyTorch's F.cross_entropy on upcast logits: cast bf16->fp32 (2 read + 4 write),
+# log-softmax (max/sum pass 4 + 4, write 4), dense gradient (4), softmax backward (4 + 4 read, 4 write),
+# cast back to bf16 (4 + 2): about 40. A stack whose loss code differs sets loss_traffic_bytes.
 LOSS_BYTES_PER_LOGIT = 40.0
 
 
@@ -87,6 +88,10 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     c["cp_ring_bytes"] = {k: float(ring.get(k, 0.0)) for k in CP_RING_KEYS}
     casts = c.get("fp8_cast_bytes") or {}
     c["fp8_cast"] = casts.get(stack.fp8_recipe or "default", casts.get("default", 1.5))
+    c["loss_traffic"] = float(c.get("loss_traffic_bytes", LOSS_BYTES_PER_LOGIT))
+    # selective recompute reruns the attention core: always for unfused attention (Korthikanti et al. 2022,
+    # the s x s scores are what it drops); with flash kernels only where the stack checkpoints them anyway
+    c["selective_core"] = bool(c.get("selective_recomputes_core", c["attention"] != "flash"))
     gemm8 = c.get("fp8_gemm_factor") or {}
     c["fp8_gemm"] = gemm8.get(stack.fp8_recipe or "default", gemm8.get("default", 1.0))
     return c
@@ -236,14 +241,14 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     t_bwd = t_attn_proj_b + t_mlp_b + t_core_b + 2.0 * t_elem_f
     # recompute: full reruns the forward; selective reruns part of it
     sel_extra = c["selective_gemm_recompute"] * t_gemm_f + (t_elem_f if c["selective_gemm_recompute"] else 0.0)
-    if not flash:
+    if c["selective_core"]:
         sel_extra = sel_extra + t_core_f
     t_recomp = np.where(rc == 2, t_fwd, np.where(rc == 1, sel_extra, 0.0))
     t_layer = t_fwd + t_bwd + t_recomp
 
     # output layer (last stage): logits GEMMs, then the fp32 softmax cross-entropy over the vocabulary
     f_log, b_log = compute.linear_times(g, T, h, V / tp)
-    t_logits = f_log + b_log + compute.memory_time(g, T * V / tp * LOSS_BYTES_PER_LOGIT)
+    t_logits = f_log + b_log + compute.memory_time(g, T * V / tp * c["loss_traffic"])
 
     # ------------------------------------------------------------------ communication per layer
     act_msg = T * h * 2.0                                         # one token-block of activations, bytes
@@ -401,8 +406,13 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     peak16 = g.peak("bf16")
     tok_s = tokens_step / step
     tok_s_gpu = tok_s / n_gpus
-    # full recompute runs every layer's forward again (not the output layer): hardware FLOPs for HFU
-    hw_extra = np.where(rc == 2, (mflops_tok - 3.0 * logits_flops(m)) / 3.0 / mflops_tok, 0.0)
+    # hardware FLOPs for HFU: full recompute runs every layer's forward again (not the output layer);
+    # selective reruns the attention core where the stack does, and its share of the forward GEMMs
+    mm = layer_matmul_flops(m)
+    sel_flops = n_layers * (c["selective_gemm_recompute"] * (mm["attn_proj"] + mm["mlp"])
+                            + (attention_core_flops(m, s, causal=False) if c["selective_core"] else 0.0))
+    hw_extra = np.where(rc == 2, (mflops_tok - 3.0 * logits_flops(m)) / 3.0,
+                        np.where(rc == 1, sel_flops, 0.0)) / mflops_tok
     return {
         "step_time_s": step, "tokens_per_step": tokens_step, "tokens_per_s": tok_s,
         "tokens_per_s_per_gpu": tok_s_gpu, "model_flops_per_token": np.broadcast_to(mflops_tok, np.shape(step)),
