@@ -270,6 +270,13 @@ def test_implicit_spec_fields_are_filled_from_the_gpu_count_and_the_standard_ass
     assert _predicted(implicit) == pytest.approx(_predicted(explicit))
 
 
+def test_recompute_names_are_normalised_and_an_unknown_one_is_refused():
+    assert _predicted(_run("op", recompute="op")) == pytest.approx(_predicted(_run("sel")))
+    out = validate_runs([_run("ok"), _run("odd", recompute="sometimes")])
+    assert out["skipped"][0].id == "odd"
+    assert out["skipped"][0].reason == "run odd: recompute 'sometimes' is not one of none, selective, full"
+
+
 def test_gb200_runs_use_the_72_gpu_nvlink_domain_whatever_the_tray_size():
     four = validate_runs([_run("tray", gpu="gb200", gpus_per_node=4, nics_per_node=4)])["runs"][0]
     rack = validate_runs([_run("rack", gpu="gb200", gpus_per_node=72, nics_per_node=72)])["runs"][0]

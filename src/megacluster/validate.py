@@ -102,16 +102,21 @@ def _mla(md: dict) -> Optional[MLASpec]:
 
 def spec_parts(run: dict):
     """(model, cluster, stack) of a run's normalised ``spec``."""
+    return _spec_parts_and_notes(run)[:3]
+
+
+def _spec_parts_and_notes(run: dict):
+    """(model, cluster, stack, notes): ``spec_parts`` and the notes on any stack or fabric substitution."""
     s = run["spec"]
     model = model_from_run(run)
-    framework, fabric, _ = _stack_and_fabric(s)
+    framework, fabric, notes = _stack_and_fabric(s)
     cluster = make_cluster(s["gpu"], s["n_gpus"], fabric=fabric, nic_gbps=s.get("nic_gbps"),
                            nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
     st = s.get("stack") or {}
     recipe = st.get("fp8_recipe") or _precision(s)[1]
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
                       async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe)
-    return model, cluster, stack
+    return model, cluster, stack, notes
 
 
 def _stack_and_fabric(s: dict) -> tuple[str, Optional[str], list[str]]:
@@ -120,7 +125,7 @@ def _stack_and_fabric(s: dict) -> tuple[str, Optional[str], list[str]]:
     replaced by the GPU generation's usual one (None); each substitution adds a note."""
     notes = []
     fw = _written_framework(s)
-    if catalog.has("stacks", fw):
+    if _written_is_known(s):
         framework = catalog.stack_constants(fw)["id"]
     else:
         framework = DEFAULT_FSDP_STACK if int(s.get("zero") or 0) == 3 else DEFAULT_STACK
@@ -130,6 +135,11 @@ def _stack_and_fabric(s: dict) -> tuple[str, Optional[str], list[str]]:
         notes.append(f"fabric {fabric!r} is not in the catalog: the GPU generation's usual fabric used")
         fabric = None
     return framework, fabric, notes
+
+
+def _written_is_known(s: dict) -> bool:
+    """Whether the framework a spec names is a stack (id or alias) in the catalog."""
+    return catalog.has("stacks", _written_framework(s))
 
 
 def _written_framework(s: dict) -> str:
@@ -178,7 +188,7 @@ def predict_run(run: dict) -> RunResult:
     """Predict one run's tokens/s/GPU; the micro-batch is searched (best that fits) where the spec says so."""
     s = dict(run["spec"])
     s["global_batch"] = _global_batch(s)
-    model, cluster, stack = spec_parts(run)
+    model, cluster, stack, notes = _spec_parts_and_notes(run)
     split = stack_constants(stack, cluster.gpu.generation).get("pp_microbatches", "free")
     mbs = np.array(_micro_batch_candidates(run, split))
     base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
@@ -202,14 +212,14 @@ def predict_run(run: dict) -> RunResult:
     mem_ref = published_peak_memory_gib(run)
     # a framework the catalog does not know is reported (and grouped) under its own name
     written = _written_framework(s)
-    label = stack.framework if catalog.has("stacks", written) else f"{written} (as {stack.framework})"
+    label = stack.framework if _written_is_known(s) else f"{written} (as {stack.framework})"
     return RunResult(id=run["id"], gpu=s["gpu"], generation=cluster.gpu.generation, framework=label,
                      n_gpus=s["n_gpus"], layout=layout.label(), reference=ref,
                      predicted=est.tokens_per_s_per_gpu, error=est.tokens_per_s_per_gpu / ref - 1.0,
                      micro_batch=layout.micro_batch, fits=est.fits, memory_gib=est.memory_gib_per_gpu,
                      memory_reference_gib=mem_ref,
                      memory_error=None if mem_ref is None else est.memory_gib_per_gpu / mem_ref - 1.0,
-                     note="; ".join(_stack_and_fabric(s)[2]) or None)
+                     note="; ".join(notes) or None)
 
 
 def published_peak_memory_gib(run: dict) -> Optional[float]:
