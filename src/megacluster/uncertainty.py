@@ -1,0 +1,336 @@
+"""Prediction intervals: how far a predicted step can be from the measured one, judged by how the step model
+errs on published runs it is not tuned on.
+
+Method (also in docs/architecture.md):
+
+* The **residual** of a published run is ``log(predicted / measured)`` tokens per second per GPU. The table of
+  residuals of every run in ``runs.yaml`` and ``runs_more.yaml`` is generated once
+  (``benchmarks/residuals.py`` -> ``catalog/data/residuals.yaml``; a test checks it matches the step model).
+* Runs come in **families**: one source's runs (one paper, one benchmark page) share their errors. A run's own
+  interval is built without its family (leave-one-family-out), so it is scored on runs it was not drawn from.
+* The residuals of **runs like it**: the same GPU generation and software stack where at least
+  ``MIN_GROUP_RUNS`` runs from ``MIN_GROUP_FAMILIES`` families remain, else the same generation, else all.
+* The **80% band** is the conformal order statistics of those residuals: lower edge the
+  floor((n+1) x 0.1)-th smallest, upper edge the ceil((n+1) x 0.9)-th (finite-sample, no distribution
+  assumed); the band is stretched to contain 0 so that it contains the point prediction.
+* **Widening** with distance from the validated runs: each edge is multiplied by
+  1 + ``WIDEN_PER_FEATURE`` per rare feature of the layout (CP, MoE/EP, fp8, a framework the catalog does not
+  know, a GPU generation or stack: present in fewer than ``MIN_FEATURE_RUNS`` of the remaining runs) +
+  ``WIDEN_PER_OCTAVE`` per octave (factor 2) by which GPUs, total parameters or sequence length lie outside
+  the remaining runs' range. These two rates are stated assumptions, not fitted.
+* A rate (tokens/s, MFU) ``P`` lies in ``[P exp(-hi), P exp(-lo)]``; a time (step, days) ``T`` in
+  ``[T exp(lo), T exp(hi)]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+
+LEVEL = 0.8                 # central coverage of the interval
+Q_LO, Q_HI = (1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2
+MIN_GROUP_RUNS = 10         # runs a (generation, stack) or generation group needs to be used on its own ...
+MIN_GROUP_FAMILIES = 2      # ... from at least this many families
+MIN_FEATURE_RUNS = 5        # a feature with fewer remaining runs is rare: the interval widens
+WIDEN_PER_FEATURE = 0.5     # stated assumption: +50% band per rare feature
+WIDEN_PER_OCTAVE = 0.25     # stated assumption: +25% band per octave outside the validated range
+RESIDUALS = "residuals"     # catalog/data/residuals.yaml
+RUN_SETS = ("published", "more")
+AXES = ("n_gpus", "params", "seq_len")
+FLAGS = ("cp", "moe", "fp8", "unknown_framework")
+
+
+# ------------------------------------------------------------------------------------------------ families
+def family_key(run: dict) -> str:
+    """The family of a published run: its source document, as a short slug of ``source.title`` (lower case,
+    parenthesised details and punctuation dropped), e.g. ``narayanan-et-al-2021-efficient-large-scale-...``.
+    Runs of one paper (any of its tables) or one benchmark page share a family; a run without a title falls
+    back to the document part of its locator (before any parenthesis), then to its id."""
+    src = run.get("source") if isinstance(run, dict) else None
+    src = src if isinstance(src, dict) else {}
+    text = str(src.get("title") or "").strip()
+    if not text:
+        text = str(src.get("locator") or "").split("(")[0].split(",")[0].strip()
+    if not text:
+        return "run:" + str(run.get("id", "?") if isinstance(run, dict) else "?")
+    text = re.sub(r"\([^)]*\)", " ", text.lower())
+    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.")[:80] or "run:" + str(run.get("id", "?"))
+
+
+# ------------------------------------------------------------------------------------------------ features
+@dataclass(frozen=True)
+class Features:
+    """What makes a prediction like or unlike a validated run. ``stack``: the catalog stack id, or the
+    framework's own name where the catalog does not know it (then ``unknown_framework``)."""
+
+    generation: str
+    stack: str
+    n_gpus: int
+    params: float
+    seq_len: int
+    cp: bool = False
+    moe: bool = False
+    fp8: bool = False
+    unknown_framework: bool = False
+
+
+def features(model, cluster, layout, stack) -> Features:
+    """Features of a prediction from its ``ModelSpec``, ``ClusterSpec``, ``Layout`` and ``StackSpec``."""
+    return Features(generation=str(cluster.gpu.generation), stack=str(stack.framework),
+                    n_gpus=int(layout.n_gpus), params=float(model.params_total), seq_len=int(layout.seq_len),
+                    cp=layout.cp > 1, moe=model.moe is not None or layout.ep > 1, fp8=layout.precision == "fp8")
+
+
+def run_features(run: dict, result) -> Features:
+    """Features of a validated run (its runs-file entry, spec filled, and its ``RunResult``)."""
+    from .validate import _precision, _written_framework, _written_is_known, model_from_run
+
+    s = run["spec"]
+    model = model_from_run(run)
+    known = _written_is_known(s)
+    stack = result.framework if known else _written_framework(s).strip().lower()
+    return Features(generation=result.generation, stack=stack, n_gpus=int(result.n_gpus),
+                    params=float(model.params_total), seq_len=int(s["seq_len"]), cp=int(s.get("cp") or 1) > 1,
+                    moe=model.moe is not None or int(s.get("ep") or 1) > 1, fp8=_precision(s)[0] == "fp8",
+                    unknown_framework=not known)
+
+
+# ------------------------------------------------------------------------------------------------ residuals
+def residual_rows(run_sets: Sequence[str] = RUN_SETS) -> list[dict[str, Any]]:
+    """Predict every run of the catalog's run sets: one row per run with its set, family, features, predicted
+    and measured tokens/s per GPU and residual ``log(predicted / measured)``. Runs the step model cannot
+    predict are left out. (About two seconds for the ~120 runs.)"""
+    from .validate import _checked, load_runs, predict_run
+    from .errors import UserError
+
+    rows = []
+    for name in run_sets:
+        for i, run in enumerate(load_runs(name)):
+            rid = str(run.get("id", f"#{i + 1}"))
+            try:
+                filled = _checked(run, rid)
+                res = predict_run(filled)
+            except (UserError, KeyError, TypeError, ValueError):
+                continue
+            f = run_features(filled, res)
+            rows.append({"id": rid, "set": name, "family": family_key(run), **asdict(f),
+                         "predicted": round(float(res.predicted), 4), "measured": round(float(res.reference), 4),
+                         "residual": round(math.log(res.predicted / res.reference), 6)})
+    return rows
+
+
+@functools.lru_cache(maxsize=1)
+def residual_table() -> tuple[dict[str, Any], ...]:
+    """The generated residual table (``catalog/data/residuals.yaml``), read once per process."""
+    from . import catalog
+
+    return tuple(catalog.load(RESIDUALS)["runs"])
+
+
+# ------------------------------------------------------------------------------------------------ the band
+@dataclass(frozen=True)
+class Band:
+    """An 80% band of log(predicted / measured): ``lo <= 0 <= hi``; how it was drawn."""
+
+    lo: float
+    hi: float
+    group: str              # "hopper/megatron", "hopper" or "all"
+    n: int                  # residuals it was drawn from
+    families: int
+    widen: float            # factor applied for distance (1: none)
+    rare: tuple[str, ...]   # rare features and out-of-range axes that widened it
+
+    def rate(self, value: float) -> list[float]:
+        """Interval of a rate (tokens/s, MFU, TFLOP/s): the true value is predicted / exp(residual)."""
+        return [float(value * math.exp(-self.hi)), float(value * math.exp(-self.lo))]
+
+    def time(self, value: float) -> list[float]:
+        """Interval of a time (step, days): the true value is predicted x exp(residual)."""
+        return [float(value * math.exp(self.lo)), float(value * math.exp(self.hi))]
+
+    def half_width(self) -> float:
+        """Half the relative width of a rate's interval: (hi - lo) / 2 in rate units over the point."""
+        return (math.exp(-self.lo) - math.exp(-self.hi)) / 2
+
+    def basis(self) -> dict[str, Any]:
+        return {"level": LEVEL, "group": self.group, "runs": self.n, "families": self.families,
+                "log_band": [self.lo, self.hi], "widen": self.widen, "far_from_validated": list(self.rare)}
+
+
+def conformal_edges(residuals: Sequence[float], q_lo: float = Q_LO, q_hi: float = Q_HI) -> tuple[float, float]:
+    """(lower, upper) edges of a central band from ``n`` exchangeable residuals: the floor((n+1) q_lo)-th and
+    ceil((n+1) q_hi)-th order statistics (1-based, clipped to 1..n)."""
+    r = np.sort(np.asarray(residuals, dtype=float))
+    n = len(r)
+    if n == 0:
+        raise ValueError("no residuals to draw a band from")
+    k_lo = min(max(math.floor((n + 1) * q_lo), 1), n)
+    k_hi = min(max(math.ceil((n + 1) * q_hi), 1), n)
+    return float(r[k_lo - 1]), float(r[k_hi - 1])
+
+
+def _enough(rows: list[dict]) -> bool:
+    return len(rows) >= MIN_GROUP_RUNS and len({r["family"] for r in rows}) >= MIN_GROUP_FAMILIES
+
+
+def distance(f: Features, pool: Sequence[dict]) -> tuple[float, tuple[str, ...]]:
+    """(units of distance, what is far): one unit per rare feature of ``f`` among the ``pool`` runs (fewer than
+    ``MIN_FEATURE_RUNS`` share it), and per octave an axis lies outside the pool's range."""
+    units, far = 0.0, []
+    for name in FLAGS:
+        if getattr(f, name) and sum(bool(r[name]) for r in pool) < MIN_FEATURE_RUNS:
+            units += 1.0
+            far.append(name.replace("_", " "))
+    for name, value in (("generation", f.generation), ("stack", f.stack)):
+        if name == "stack" and f.unknown_framework:
+            continue                        # counted once, as the unknown framework
+        if sum(r[name] == value for r in pool) < MIN_FEATURE_RUNS:
+            units += 1.0
+            far.append(f"{name} {value}")
+    rate_units = WIDEN_PER_OCTAVE / WIDEN_PER_FEATURE
+    for name in AXES:
+        v = float(getattr(f, name))
+        vals = [float(r[name]) for r in pool]
+        lo, hi = min(vals), max(vals)
+        octaves = max(0.0, math.log2(lo / v) if v < lo else math.log2(v / hi) if v > hi else 0.0)
+        if octaves > 0:
+            units += octaves * rate_units
+            far.append(f"{name} {octaves:.1f} octaves outside {lo:,.4g}..{hi:,.4g}")
+    return units, tuple(far)
+
+
+def band(f: Features, rows: Optional[Iterable[dict]] = None, exclude_family: Optional[str] = None,
+         exclude_id: Optional[str] = None) -> Band:
+    """The 80% band of a prediction with features ``f`` from the residual ``rows`` (default: the catalog's
+    table), leaving out the family ``exclude_family`` (and the run ``exclude_id``)."""
+    rows = residual_table() if rows is None else rows
+    pool = [r for r in rows if r["family"] != exclude_family and r["id"] != exclude_id]
+    if not pool:
+        raise ValueError("no residuals left once the run's own family is excluded")
+    same_gen = [r for r in pool if r["generation"] == f.generation]
+    same = [r for r in same_gen if r["stack"] == f.stack]
+    if _enough(same):
+        use, group = same, f"{f.generation}/{f.stack}"
+    elif _enough(same_gen):
+        use, group = same_gen, f.generation
+    else:
+        use, group = pool, "all"
+    lo, hi = conformal_edges([r["residual"] for r in use])
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    units, far = distance(f, pool)
+    w = 1.0 + WIDEN_PER_FEATURE * units
+    return Band(lo=lo * w, hi=hi * w, group=group, n=len(use), families=len({r["family"] for r in use}),
+                widen=w, rare=far)
+
+
+# ------------------------------------------------------------------------------------------------ attaching
+def estimate_intervals(est, model, cluster) -> dict[str, Any]:
+    """``{"step_time_s": [lo, hi], "tokens_per_s": ..., "tokens_per_s_per_gpu": ..., "mfu": ...,
+    "tflops_per_gpu": ..., "basis": {...}}`` for one ``StepEstimate``."""
+    b = band(features(model, cluster, est.layout, est.stack))
+    return {"step_time_s": b.time(est.step_time_s), "tokens_per_s": b.rate(est.tokens_per_s),
+            "tokens_per_s_per_gpu": b.rate(est.tokens_per_s_per_gpu), "mfu": b.rate(est.mfu),
+            "tflops_per_gpu": b.rate(est.tflops_per_gpu), "basis": b.basis()}
+
+
+def validation_intervals(runs: list[dict], results: list, rows: Optional[Iterable[dict]] = None) -> dict[str, Any]:
+    """Each validated run's leave-family-out interval of tokens/s per GPU, whether the measurement is inside, and
+    coverage overall, by run set given and by group: ``{"by_run": {id: {...}}, "coverage": {...}}``."""
+    from .validate import _checked
+
+    rows = list(residual_table() if rows is None else rows)
+    by_id = {}
+    for i, run in enumerate(runs):
+        if isinstance(run, dict):
+            by_id.setdefault(str(run.get("id", f"#{i + 1}")), run)
+    out = {}
+    for res in results:
+        run = by_id.get(res.id)
+        if run is None:
+            continue
+        filled = _checked(run, res.id)
+        b = band(run_features(filled, res), rows, exclude_family=family_key(run), exclude_id=res.id)
+        lo, hi = b.rate(res.predicted)
+        out[res.id] = {"interval": [lo, hi], "inside": bool(lo <= res.reference <= hi),
+                       "half_width": b.half_width(), "basis": b.basis()}
+    return {"by_run": out, "coverage": coverage_summary(results, out)}
+
+
+def coverage(inside: Sequence[bool]) -> float:
+    """Share of runs whose measurement lies inside their interval."""
+    return float(np.mean(np.asarray(inside, dtype=bool))) if len(inside) else float("nan")
+
+
+def coverage_summary(results: list, by_run: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """Coverage and median half-width, overall (``all``) and by the groups ``validate`` scores (GPU generation,
+    framework), keyed as in ``validate.summarise``."""
+    def stats(rs):
+        rs = [r for r in rs if r.id in by_run]
+        if not rs:
+            return {"n": 0, "coverage": float("nan"), "median_half_width": float("nan")}
+        return {"n": len(rs), "coverage": coverage([by_run[r.id]["inside"] for r in rs]),
+                "median_half_width": float(np.median([by_run[r.id]["half_width"] for r in rs]))}
+
+    out = {"all": stats(results)}
+    for key in ("generation", "framework"):
+        for v in sorted({getattr(r, key) for r in results}):
+            out[f"{key}:{v}"] = stats([r for r in results if getattr(r, key) == v])
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the table file
+TABLE_HEADER = ("# GENERATED by benchmarks/residuals.py from the step model and runs.yaml + runs_more.yaml: do not edit.\n"
+                "# Regenerate after any change to the step model or the catalog (tests/test_uncertainty.py checks it).\n")
+
+
+def residual_path():
+    from . import catalog
+
+    return catalog.DATA / f"{RESIDUALS}.yaml"
+
+
+def residual_table_text(rows: Optional[list[dict]] = None) -> str:
+    """The YAML text of the residual table (deterministic: the same step model gives the same bytes)."""
+    import yaml
+
+    rows = residual_rows() if rows is None else rows
+    doc = {"source": "computed: megacluster's step model (validate.predict_run) on every run of runs.yaml "
+                     "(set published) and runs_more.yaml (set more); each run's own source is in those files. "
+                     "residual = ln(predicted / measured tokens per second per GPU).",
+           "runs": rows}
+    return TABLE_HEADER + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def write_residual_table() -> tuple[Any, list[dict]]:
+    """Predict every catalog run and write ``catalog/data/residuals.yaml``; returns (path, rows)."""
+    rows = residual_rows()
+    path = residual_path()
+    path.write_text(residual_table_text(rows), encoding="utf-8")
+    residual_table.cache_clear()
+    return path, rows
+
+
+def _row_features(r: dict) -> Features:
+    return Features(**{k: r[k] for k in Features.__dataclass_fields__})
+
+
+def loo_coverage(rows: Optional[Sequence[dict]] = None) -> dict[str, dict[str, float]]:
+    """Coverage of each run's leave-family-out band and the median half-width, by run set and overall
+    (``all``), computed on the table's own residuals."""
+    rows = list(residual_table() if rows is None else rows)
+    inside, hw = {}, {}
+    for r in rows:
+        b = band(_row_features(r), rows, exclude_family=r["family"], exclude_id=r["id"])
+        inside[r["id"], r["set"]] = b.lo <= r["residual"] <= b.hi
+        hw[r["id"], r["set"]] = b.half_width()
+    out = {}
+    for name in sorted({s for _, s in inside}) + ["all"]:
+        keys = [k for k in inside if name in ("all", k[1])]
+        out[name] = {"n": len(keys), "coverage": coverage([inside[k] for k in keys]),
+                     "median_half_width": float(np.median([hw[k] for k in keys]))}
+    return out
