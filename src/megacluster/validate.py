@@ -269,8 +269,10 @@ def validate_runs(runs: list[dict]) -> dict[str, Any]:
     if not results:
         one = skipped[0]
         raise UserError(one.reason if len(runs) == 1 else f"no run could be predicted; run {one.id}: {one.reason}")
+    from .uncertainty import validation_intervals    # each run's leave-family-out 80% interval, coverage
+
     return {"runs": results, "summary": summarise(results), "memory": summarise_memory(results),
-            "skipped": skipped}
+            "skipped": skipped, "intervals": validation_intervals(runs, results)}
 
 
 def _checked(run: Any, rid: str) -> dict:
