@@ -79,9 +79,9 @@ class Features:
     unknown_framework: bool = False
 
 
-def features(model, cluster, layout, stack) -> Features:
-    """Features of a prediction from its ``ModelSpec``, ``ClusterSpec``, ``Layout`` and ``StackSpec``."""
-    return Features(generation=str(cluster.gpu.generation), stack=str(stack.framework),
+def features(model, gpu, layout, stack) -> Features:
+    """Features of a prediction from its ``ModelSpec``, ``GPUSpec``, ``Layout`` and ``StackSpec``."""
+    return Features(generation=str(gpu.generation), stack=str(stack.framework),
                     n_gpus=int(layout.n_gpus), params=float(model.params_total), seq_len=int(layout.seq_len),
                     cp=layout.cp > 1, moe=model.moe is not None or layout.ep > 1, fp8=layout.precision == "fp8")
 
@@ -229,10 +229,15 @@ def band(f: Features, rows: Optional[Iterable[dict]] = None, exclude_family: Opt
 
 
 # ------------------------------------------------------------------------------------------------ attaching
-def estimate_intervals(est, model, cluster) -> dict[str, Any]:
+def estimate_band(est, model, gpu) -> Band:
+    """The 80% band of one ``StepEstimate`` of ``model`` on ``gpu`` (a ``GPUSpec``)."""
+    return band(features(model, gpu, est.layout, est.stack))
+
+
+def estimate_intervals(est, model, gpu) -> dict[str, Any]:
     """``{"step_time_s": [lo, hi], "tokens_per_s": ..., "tokens_per_s_per_gpu": ..., "mfu": ...,
     "tflops_per_gpu": ..., "basis": {...}}`` for one ``StepEstimate``."""
-    b = band(features(model, cluster, est.layout, est.stack))
+    b = estimate_band(est, model, gpu)
     return {"step_time_s": b.time(est.step_time_s), "tokens_per_s": b.rate(est.tokens_per_s),
             "tokens_per_s_per_gpu": b.rate(est.tokens_per_s_per_gpu), "mfu": b.rate(est.mfu),
             "tflops_per_gpu": b.rate(est.tflops_per_gpu), "basis": b.basis()}
@@ -334,3 +339,10 @@ def loo_coverage(rows: Optional[Sequence[dict]] = None) -> dict[str, dict[str, f
         out[name] = {"n": len(keys), "coverage": coverage([inside[k] for k in keys]),
                      "median_half_width": float(np.median([hw[k] for k in keys]))}
     return out
+
+
+def json_fields(intervals: dict[str, Any]) -> dict[str, Any]:
+    """``{"<value>_interval": [lo, hi], ..., "interval_basis": {...}}``: the keys ``--json`` adds beside each
+    predicted value."""
+    return {(k if k == "interval_basis" else f"{k}_interval"): v for k, v in
+            {**{k: v for k, v in intervals.items() if k != "basis"}, "interval_basis": intervals["basis"]}.items()}

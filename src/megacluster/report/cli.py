@@ -108,11 +108,14 @@ def estimate_cmd(
     est = estimate(spec, cluster, layout, stack)
     if not est.fits:
         raise UserError(does_not_fit_message(spec, cluster, layout, stack, est))
+    from ..uncertainty import estimate_intervals, json_fields
+
+    intervals = estimate_intervals(est, spec, cluster.gpu)
     if json_out:
-        _print_json(est.model_dump(mode="json"))
+        _print_json({**est.model_dump(mode="json"), **json_fields(intervals)})
         return
     con = _console()
-    for t in estimate_tables(est):
+    for t in estimate_tables(est, intervals):
         con.print(t)
 
 

@@ -15,9 +15,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import UserError
+from ..uncertainty import estimate_band, estimate_intervals, json_fields
 from .inputs import PRECISION_CHOICES, RECOMPUTE_CHOICES, choice, positive, resolve_cluster, resolve_model, \
     resolve_stack
-from .tables import estimate_tables, fmt_seconds, layout_label
+from .tables import basis_text, estimate_tables, fmt_seconds, interval_text, layout_label
 
 PROGRESS_AFTER_S = 1.0
 
@@ -97,7 +98,9 @@ def _console() -> Console:
     return con
 
 
-def ranking_table(res) -> Table:
+def ranking_table(res, intervals: Optional[list[dict]] = None) -> Table:
+    """The ranked layouts; with ``intervals`` (one ``uncertainty.estimate_intervals`` per layout of
+    ``res.top``), the 80% interval of MFU beside each."""
     t = Table(title=f"best layouts of {res.searched:,} searched ({res.feasible:,} fit in memory), "
                     f"in {res.seconds:.2f} s", title_justify="left")
     for col, just in (("#", "right"), ("layout", "left"), ("step", "right"), ("tokens/s/GPU", "right"),
@@ -105,24 +108,49 @@ def ranking_table(res) -> Table:
         t.add_column(col, justify=just)
     for i, e in enumerate(res.top):
         why = "" if i == 0 else res.why_slower[i - 1].split(": ", 1)[-1]
+        iv = intervals[i] if intervals else {}
         t.add_row(str(i + 1), layout_label(e.layout), fmt_seconds(e.step_time_s), f"{e.tokens_per_s_per_gpu:,.1f}",
-                  f"{e.mfu:.1%}", f"{e.memory_gib_per_gpu:.1f}", why)
+                  f"{e.mfu:.1%}" + interval_text(iv.get("mfu"), "{:.1%}".format), f"{e.memory_gib_per_gpu:.1f}", why)
+    if intervals:
+        t.caption, t.caption_justify = basis_text(intervals[0]["basis"]) + " (layout #1)", "left"
     return t
 
 
-def sweep_table(res) -> Table:
+def sweep_table(res, intervals: Optional[list[Optional[dict]]] = None) -> Table:
+    """The scaling study; with ``intervals`` (one per row, None where nothing fits), the 80% interval of MFU
+    and of days per trillion tokens."""
     t = Table(title=f"{res.model} on {res.gpu}: best layout by cluster size (sequence {res.seq_len:,}), "
                     f"in {res.seconds:.2f} s", title_justify="left")
     for col, just in (("GPUs", "right"), ("best layout", "left"), ("MFU", "right"), ("step", "right"),
                       ("days / 1T tokens", "right"), ("where efficiency falls, and why", "left")):
         t.add_column(col, justify=just)
-    for r in res.rows:
+    for i, r in enumerate(res.rows):
         if r.best is None:
             t.add_row(f"{r.n_gpus:,}", "[red]nothing fits[/red]", "", "", "", r.reason)
             continue
-        t.add_row(f"{r.n_gpus:,}", layout_label(r.best.layout), f"{r.mfu:.1%}", fmt_seconds(r.step_time_s),
-                  f"{r.days_per_trillion_tokens:,.2f}", r.reason)
+        iv = (intervals[i] if intervals else None) or {}
+        t.add_row(f"{r.n_gpus:,}", layout_label(r.best.layout), f"{r.mfu:.1%}" + interval_text(iv.get("mfu"),
+                  "{:.1%}".format), fmt_seconds(r.step_time_s),
+                  f"{r.days_per_trillion_tokens:,.2f}" + interval_text(iv.get("days_per_trillion_tokens"),
+                                                                       "{:,.2f}".format), r.reason)
+    first = next((iv for iv in intervals or [] if iv), None)
+    if first:
+        t.caption, t.caption_justify = basis_text(first["basis"]) + f" (at {res.rows[0].n_gpus:,} GPUs)", "left"
     return t
+
+
+def _sweep_intervals(res, spec, gpu) -> list[Optional[dict]]:
+    """80% intervals of each sweep row's best layout (None where nothing fits): MFU, step time and days per
+    trillion tokens (a time: it scales as the step time)."""
+    out = []
+    for r in res.rows:
+        if r.best is None:
+            out.append(None)
+            continue
+        b = estimate_band(r.best, spec, gpu)
+        out.append({"mfu": b.rate(r.mfu), "step_time_s": b.time(r.step_time_s),
+                    "days_per_trillion_tokens": b.time(r.days_per_trillion_tokens), "basis": b.basis()})
+    return out
 
 
 def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], global_batch: Optional[int],
@@ -163,11 +191,16 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         finally:
             if status:
                 status.stop()
+        ivs = _sweep_intervals(res, spec, resolve_cluster(gpu, sizes[0], **cluster_flags).gpu)
         if json_out:
-            print(json.dumps(res.as_json(), default=float))
+            d = res.as_json()
+            for row, iv in zip(d["rows"], ivs):
+                if iv is not None:
+                    row.update(json_fields(iv))
+            print(json.dumps(d, default=float))
             return
         con = _console()
-        con.print(sweep_table(res))
+        con.print(sweep_table(res, ivs))
         for note in res.notes:
             con.print(f"note: {note}")
         return
@@ -183,18 +216,22 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         from ..plan_file import save_plan
 
         saved = save_plan(out, str(model), cluster, res.best.layout, stack, estimate=res.best)
+    ivs = [estimate_intervals(e, spec, cluster.gpu) for e in res.top]
     if json_out:
         d = res.as_json()
+        d["best"].update(json_fields(estimate_intervals(res.best, spec, cluster.gpu)))
+        for row, iv in zip(d["top"], ivs):
+            row.update(json_fields(iv))
         if saved is not None:
             d["saved"] = str(saved)
         print(json.dumps(d, default=float))
         return
     con = _console()
-    con.print(ranking_table(res))
+    con.print(ranking_table(res, ivs))
     for note in res.notes:
         con.print(f"note: {note}")
     con.print(f"\n[bold]best layout[/bold]: {layout_label(res.best.layout)}")
-    for t in estimate_tables(res.best):
+    for t in estimate_tables(res.best, estimate_intervals(res.best, spec, cluster.gpu)):
         con.print(t)
     if saved is not None:
         con.print(f"plan saved to {saved} (read it back with `megacluster estimate --plan {saved}`)")

@@ -62,8 +62,24 @@ def fmt_params(n: float) -> str:
     return f"{n:.0f}"
 
 
-def summary_table(est) -> Table:
-    """Headline figures of one step: layout, step time, throughput, utilisation, memory verdict."""
+def interval_text(iv, fmt) -> str:
+    """`` (80%: lo - hi)`` for an interval ``[lo, hi]`` (empty for None), each end through ``fmt``."""
+    return "" if iv is None else f" [dim](80%: {fmt(iv[0])} - {fmt(iv[1])})[/dim]"
+
+
+def basis_text(basis: dict) -> str:
+    """One line on where an 80% interval comes from (``uncertainty.Band.basis``)."""
+    far = basis.get("far_from_validated") or []
+    widened = f"; widened x{basis['widen']:.2f}: far from validated runs in {', '.join(far)}" if far else ""
+    group = "all runs" if basis["group"] == "all" else f"runs on {basis['group']}"
+    return (f"80% intervals: the step model's cross-validated error on {basis['runs']} published {group} "
+            f"({basis['families']} sources){widened}")
+
+
+def summary_table(est, intervals: dict | None = None) -> Table:
+    """Headline figures of one step: layout, step time, throughput, utilisation, memory verdict; with
+    ``intervals`` (``uncertainty.estimate_intervals``), the 80% interval beside each predicted rate and time."""
+    iv = intervals or {}
     t = Table(title=f"{est.model} on {est.n_gpus:,} x {est.gpu} ({est.stack.framework})", show_header=False,
               title_justify="left")
     t.add_column("what", style="bold")
@@ -74,15 +90,20 @@ def summary_table(est) -> Table:
     if L.pp > 1 and est.virtual_stages != L.vp:
         t.add_row("model chunks per pipeline rank", f"{est.virtual_stages:g} (the {est.stack.framework} stack's)")
     t.add_row("tokens per step", f"{est.tokens_per_step:,.0f}")
-    t.add_row("step time", fmt_seconds(est.step_time_s))
-    t.add_row("tokens/s", f"{est.tokens_per_s:,.0f}")
-    t.add_row("tokens/s per GPU", f"{est.tokens_per_s_per_gpu:,.1f}")
+    t.add_row("step time", fmt_seconds(est.step_time_s) + interval_text(iv.get("step_time_s"), fmt_seconds))
+    t.add_row("tokens/s", f"{est.tokens_per_s:,.0f}" + interval_text(iv.get("tokens_per_s"), "{:,.0f}".format))
+    t.add_row("tokens/s per GPU", f"{est.tokens_per_s_per_gpu:,.1f}"
+              + interval_text(iv.get("tokens_per_s_per_gpu"), "{:,.1f}".format))
     t.add_row("model FLOPs per token", fmt_count(est.model_flops_per_token))
-    t.add_row("TFLOP/s per GPU (model)", f"{est.tflops_per_gpu:,.1f}")
-    t.add_row("MFU", f"{est.mfu:.1%}")
+    t.add_row("TFLOP/s per GPU (model)", f"{est.tflops_per_gpu:,.1f}"
+              + interval_text(iv.get("tflops_per_gpu"), "{:,.1f}".format))
+    t.add_row("MFU", f"{est.mfu:.1%}" + interval_text(iv.get("mfu"), "{:.1%}".format))
     t.add_row("HFU", f"{est.hfu:.1%}")
     verdict = "[green]fits[/green]" if est.fits else "[red]does not fit[/red]"
     t.add_row("memory per GPU", f"{est.memory_gib_per_gpu:.1f} / {est.hbm_gib:g} GiB {verdict}")
+    if "basis" in iv:
+        t.caption = basis_text(iv["basis"])
+        t.caption_justify = "left"
     return t
 
 
@@ -141,9 +162,9 @@ def phases_table(est) -> Table:
     return t
 
 
-def estimate_tables(est) -> list[Table]:
-    """Everything ``megacluster estimate`` prints for one step."""
-    return [summary_table(est), memory_table(est), time_table(est), phases_table(est)]
+def estimate_tables(est, intervals: dict | None = None) -> list[Table]:
+    """Everything ``megacluster estimate`` prints for one step (with its 80% intervals where given)."""
+    return [summary_table(est, intervals), memory_table(est), time_table(est), phases_table(est)]
 
 
 def kv_table(title: str, rows: Iterable[tuple[str, str]]) -> Table:
