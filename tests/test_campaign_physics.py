@@ -103,7 +103,8 @@ def test_every_output_field_carries_its_unit():
                            gpus_per_node=8, overrides={"goodput": 1.0})
     unitless = {"model", "gpu", "n_gpus", "site", "tokens", "plan_source", "layout", "goodput", "interruptions",
                 "mfu", "mfu_step_model", "mfu_pinned", "mfu_effective", "cost_basis", "assumptions", "notes", "scenario",
-                "published", "params_total"}
+                "published", "params_total",
+                "intervals", "interval_basis"}     # keyed by the figures they bound, which carry the units
     units = ("days", "_hours", "_s", "_flops", "_per_token", "_w", "_mw", "_mwh", "_liters", "_per_day",
              "_tonnes", "_usd")
     for name in type(r).model_fields:

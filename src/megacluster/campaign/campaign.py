@@ -82,6 +82,10 @@ class CampaignResult(BaseModel):
     notes: list[str] = []
     scenario: Optional[str] = None
     published: dict[str, Any] = {}
+    # 80% intervals of the step model's figures (uncertainty.py): days, days_failure_free, step_time_s,
+    # tokens_per_s, mfu, gpu_hours -> [lo, hi]; empty where the MFU is pinned or the step has no layout
+    intervals: dict[str, list[float]] = {}
+    interval_basis: Optional[dict[str, Any]] = None
 
 
 def _rescale_to_mfu(step_time_s: float, phases_s: Mapping[str, float], mfu_model: float,
@@ -236,7 +240,24 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
         gpu_capex_usd=cx.gpu_capex_usd, server_capex_usd=cx.server_capex_usd,
         network_capex_usd=cx.network_capex_usd, facility_capex_usd=cx.facility_capex_usd,
         capex_usd=cx.capex_usd, capex_amortised_usd=amort, electricity_usd=elec, cloud_usd=cloud,
-        cost_basis=cost_basis, cost_usd=total, assumptions=a, notes=notes)
+        cost_basis=cost_basis, cost_usd=total, assumptions=a, notes=notes,
+        **_intervals(step, gpu, model, pinned, dict(days=wall_days, days_failure_free=ff_days, step_time_s=step_time,
+                                                    gpu_hours=gpu_hours), dict(tokens_per_s=tokens_per_s, mfu=mfu)))
+
+
+def _intervals(step: Any, gpu: GPUSpec, model: Optional[ModelSpec], pinned: bool, times: dict[str, float],
+               rates: dict[str, float]) -> dict[str, Any]:
+    """``intervals`` and ``interval_basis`` of a campaign: the step's 80% band (uncertainty.py) applied to its
+    times (days scale as the step time: goodput held) and rates; none where the MFU is pinned (the step time is
+    then not the step model's) or the step lacks a layout, stack or model."""
+    if pinned or model is None or not isinstance(getattr(step, "layout", None), Layout) or \
+            getattr(step, "stack", None) is None:
+        return {}
+    from ..uncertainty import estimate_band
+
+    b = estimate_band(step, model, gpu)
+    return {"intervals": {**{k: b.time(v) for k, v in times.items()}, **{k: b.rate(v) for k, v in rates.items()}},
+            "interval_basis": b.basis()}
 
 
 def resolve_step(model: ModelSpec, cluster: ClusterSpec, layout: Optional[Layout] = None,

@@ -30,18 +30,27 @@ def _usd(x: float) -> str:
     return f"${x:,.0f}"
 
 
+def _iv(r: CampaignResult, key: str, fmt: Callable[[float], str]) -> str:
+    """`` (80%: lo - hi)`` of one of the campaign's figures, where the step model gives it an interval."""
+    iv = r.intervals.get(key)
+    return "" if not iv else f" (80%: {fmt(iv[0])} - {fmt(iv[1])})"
+
+
 # (label, getter, unit)
 ROWS: list[tuple[str, Callable[[CampaignResult], Optional[str]], str]] = [
-    ("wall clock, with failures", lambda r: f"{r.days:.1f}", "days"),
-    ("failure-free", lambda r: f"{r.days_failure_free:.1f}", "days"),
+    ("wall clock, with failures", lambda r: f"{r.days:.1f}" + _iv(r, "days", "{:.1f}".format), "days"),
+    ("failure-free", lambda r: f"{r.days_failure_free:.1f}" + _iv(r, "days_failure_free", "{:.1f}".format),
+     "days"),
     ("goodput", lambda r: f"{r.goodput:.1%}", ""),
     ("interruptions", lambda r: None if r.interruptions is None else f"{r.interruptions:,.0f}", "mean"),
     ("GPU-hours", lambda r: f"{r.gpu_hours / 1e6:,.2f}M", "GPU-h"),
     ("training compute", lambda r: _si(r.training_flops), "FLOP"),
     ("MFU", lambda r: f"{r.mfu:.1%}" + (" (pinned)" if r.mfu_pinned else ""), "of BF16 dense peak"),
-    ("MFU, step model", lambda r: f"{r.mfu_step_model:.1%}", ""),
+    ("MFU, step model", lambda r: f"{r.mfu_step_model:.1%}" + _iv(r, "mfu", "{:.1%}".format), ""),
+    ("step time", lambda r: f"{r.step_time_s:.3g}" + _iv(r, "step_time_s", "{:.3g}".format), "s"),
     ("MFU over the wall clock", lambda r: f"{r.mfu_effective:.1%}", "MFU x goodput"),
-    ("throughput", lambda r: f"{r.tokens_per_s / 1e6:,.2f}M", "tokens/s"),
+    ("throughput", lambda r: f"{r.tokens_per_s / 1e6:,.2f}M" + _iv(r, "tokens_per_s", lambda x: f"{x / 1e6:,.2f}M"),
+     "tokens/s"),
     ("GPU power, training mean", lambda r: f"{r.mean_gpu_power_w:.0f}", "W per GPU"),
     ("IT power, average / peak", lambda r: f"{r.avg_it_mw:.1f} / {r.peak_it_mw:.1f}", "MW"),
     ("facility power, average / peak", lambda r: f"{r.avg_facility_mw:.1f} / {r.peak_facility_mw:.1f}", "MW"),
@@ -92,6 +101,10 @@ def print_campaign(r: CampaignResult, console: Console, title: Optional[str] = N
         if v is not None:
             t.add_row(label, v, unit)
     console.print(t)
+    if r.interval_basis:
+        from ..report.tables import basis_text
+
+        console.print(basis_text(r.interval_basis) + "; days hold the goodput fixed")
     if r.published:
         p = Table(title="Published figures vs model")
         for c in ("figure", "published", "model", "within", "source"):
@@ -136,4 +149,5 @@ def print_compare(a: CampaignResult, b: CampaignResult, console: Console, na: st
 
 
 def as_json(r: CampaignResult) -> dict[str, Any]:
-    return r.model_dump(mode="json")
+    """The campaign's fields, and ``<figure>_interval: [lo, hi]`` beside each figure with an 80% interval."""
+    return {**r.model_dump(mode="json"), **{f"{k}_interval": v for k, v in r.intervals.items()}}
