@@ -33,7 +33,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 LEVEL = 0.8                 # central coverage of the interval
-Q_LO, Q_HI = (1 - LEVEL) / 2, 1 - (1 - LEVEL) / 2
+Q_LO, Q_HI = round((1 - LEVEL) / 2, 12), round(1 - (1 - LEVEL) / 2, 12)     # 0.1, 0.9
 MIN_GROUP_RUNS = 10         # runs a (generation, stack) or generation group needs to be used on its own ...
 MIN_GROUP_FAMILIES = 2      # ... from at least this many families
 MIN_FEATURE_RUNS = 5        # a feature with fewer remaining runs is rare: the interval widens
@@ -169,8 +169,8 @@ def conformal_edges(residuals: Sequence[float], q_lo: float = Q_LO, q_hi: float 
     n = len(r)
     if n == 0:
         raise ValueError("no residuals to draw a band from")
-    k_lo = min(max(math.floor((n + 1) * q_lo), 1), n)
-    k_hi = min(max(math.ceil((n + 1) * q_hi), 1), n)
+    k_lo = min(max(math.floor((n + 1) * q_lo + 1e-9), 1), n)     # 1e-9: 20 x 0.1 is 2, not 1.999...
+    k_hi = min(max(math.ceil((n + 1) * q_hi - 1e-9), 1), n)
     return float(r[k_lo - 1]), float(r[k_hi - 1])
 
 

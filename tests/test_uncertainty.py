@@ -1,0 +1,220 @@
+"""Prediction intervals (megacluster.uncertainty): family key, the conformal band, coverage, widening with
+distance, the generated residual table, and the interval fields of estimate / plan / campaign / validate."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from cli_helpers import run_cli
+from megacluster import catalog, uncertainty as u
+from megacluster.cluster import make_cluster
+from megacluster.estimate import estimate
+from megacluster.specs import Layout, StackSpec
+from megacluster.validate import load_runs
+
+
+# ------------------------------------------------------------------------------------------------ family key
+def test_family_key_is_the_source_document():
+    a = {"id": "a", "source": {"title": "Smith et al. 2022, A Paper (arXiv:1)", "locator": "Table 1"}}
+    b = {"id": "b", "source": {"title": "Smith  et al. 2022, a paper", "locator": "Table 5, row 2"}}
+    c = {"id": "c", "source": {"title": "Jones et al. 2023, Another Paper", "locator": "Table 1"}}
+    assert u.family_key(a) == u.family_key(b) == "smith-et-al.-2022-a-paper"
+    assert u.family_key(c) != u.family_key(a)
+    assert u.family_key({"id": "d", "source": {"locator": "org/repo: bench.md (table 2)"}}) == "org-repo-bench.md"
+    assert u.family_key({"id": "e"}) == "run:e"
+
+
+def test_catalog_families_group_one_sources_runs():
+    runs = load_runs("published") + load_runs("more")
+    fam = {r["id"]: u.family_key(r) for r in runs}
+    mpt = {fam[i] for i in fam if i.startswith("mpt-")}
+    megatron21 = {fam[i] for i in fam if i.startswith("megatron21-")}
+    assert len(mpt) == 1 and len(megatron21) == 1 and mpt != megatron21
+    assert fam["mlperf-v31-gpt3-175b-8192gpu"] != fam["mlperf-v40-gpt3-175b-512gpu"]   # two rounds, two sources
+    assert len(set(fam.values())) >= 15
+
+
+# ------------------------------------------------------------------------------------------------ the band
+def test_conformal_edges_are_the_finite_sample_order_statistics():
+    r = np.arange(1.0, 20.0)             # n = 19: floor(20 x 0.1) = 2nd, ceil(20 x 0.9) = 18th
+    assert u.conformal_edges(r[::-1]) == (2.0, 18.0)
+    assert u.conformal_edges([0.3, -0.1, 0.2]) == (-0.1, 0.3)    # too few runs: the extremes
+    with pytest.raises(ValueError):
+        u.conformal_edges([])
+
+
+def _rows(residuals_by_family, **over):
+    """Synthetic residual rows: one family per list, all alike (hopper, megatron, 1024 GPUs, 70B, 8K)."""
+    rows = []
+    for f, res in enumerate(residuals_by_family):
+        for i, r in enumerate(res):
+            rows.append({"id": f"f{f}-{i}", "set": "more", "family": f"fam{f}", "generation": "hopper",
+                         "stack": "megatron", "n_gpus": 1024, "params": 7e10, "seq_len": 8192, "cp": False,
+                         "moe": False, "fp8": False, "unknown_framework": False, "residual": float(r), **over})
+    return rows
+
+
+FEAT = u.Features(generation="hopper", stack="megatron", n_gpus=1024, params=7e10, seq_len=8192)
+
+
+def test_coverage_of_exchangeable_residuals_is_near_the_level():
+    rng = np.random.default_rng(0)
+    rows = _rows([rng.normal(0.05, 0.1, 10) for _ in range(30)])
+    c = u.loo_coverage(rows)["more"]
+    assert c["n"] == 300
+    assert 0.74 <= c["coverage"] <= 0.90         # 80% nominal; the band is stretched to contain 0
+    # coverage is the share inside the own leave-family-out band, recomputed by hand
+    inside = []
+    for r in rows:
+        b = u.band(FEAT, rows, exclude_family=r["family"])
+        inside.append(b.lo <= r["residual"] <= b.hi)
+    assert c["coverage"] == pytest.approx(np.mean(inside))
+
+
+def test_coverage_counts_runs_inside():
+    assert u.coverage([True, False, True, True]) == 0.75
+    assert math.isnan(u.coverage([]))
+
+
+def test_leaving_a_family_out_removes_its_runs():
+    rows = _rows([[0.0] * 10, [0.0] * 10, [0.9] * 10])
+    assert u.band(FEAT, rows).hi == pytest.approx(0.9)                      # the outlying family is in the pool
+    assert u.band(FEAT, rows, exclude_family="fam2").hi == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("n_gpus,cp,gen", [(8, False, "hopper"), (16384, True, "hopper"), (512, False, "ampere"),
+                                           (100000, False, "blackwell")])
+def test_intervals_contain_the_point(n_gpus, cp, gen):
+    b = u.band(u.Features(generation=gen, stack="megatron", n_gpus=n_gpus, params=7e10, seq_len=8192, cp=cp))
+    assert b.lo <= 0.0 <= b.hi and b.hi > b.lo
+    lo, hi = b.rate(1234.5)
+    assert lo <= 1234.5 <= hi
+    lo, hi = b.time(2.5)
+    assert lo <= 2.5 <= hi
+
+
+def test_intervals_widen_with_distance_from_validated_runs():
+    rows = _rows([np.linspace(-0.1, 0.2, 10), np.linspace(-0.15, 0.25, 10)])
+    near = u.band(FEAT, rows)
+    assert near.widen == 1.0 and near.rare == ()
+    far_scale = u.band(u.Features(**{**FEAT.__dict__, "n_gpus": 1024 * 16}), rows)     # 4 octaves out
+    assert far_scale.widen == pytest.approx(1 + 4 * u.WIDEN_PER_OCTAVE)
+    assert far_scale.hi - far_scale.lo > near.hi - near.lo
+    rare_cp = u.band(u.Features(**{**FEAT.__dict__, "cp": True}), rows)               # no run in the pool has CP
+    assert rare_cp.widen == pytest.approx(1 + u.WIDEN_PER_FEATURE) and "cp" in rare_cp.rare
+    # with enough CP runs in the pool the feature is no longer rare
+    with_cp = rows + _rows([[0.0] * 6], cp=True)
+    assert u.band(u.Features(**{**FEAT.__dict__, "cp": True}), with_cp).widen == 1.0
+
+
+def test_groups_fall_back_to_generation_then_all():
+    rows = _rows([[0.1] * 6, [0.1] * 6]) + _rows([[-0.3] * 12, [0.3] * 12], stack="torchtitan", generation="ampere")
+    assert u.band(FEAT, rows).group == "hopper/megatron"
+    assert u.band(u.Features(**{**FEAT.__dict__, "stack": "deepspeed"}), rows).group == "hopper"
+    assert u.band(u.Features(**{**FEAT.__dict__, "generation": "volta"}), rows).group == "all"
+
+
+# ------------------------------------------------------------------------------------------------ the table
+def test_residual_table_is_up_to_date_with_the_step_model():
+    """Fails when the step model or the runs changed since benchmarks/residuals.py last ran: run it."""
+    stored = {(r["set"], r["id"]): r for r in u.residual_table()}
+    fresh = {(r["set"], r["id"]): r for r in u.residual_rows()}
+    hint = "residual table is stale: run `PYTHONPATH=src python benchmarks/residuals.py`"
+    assert stored.keys() == fresh.keys(), hint
+    for k, r in fresh.items():
+        s = stored[k]
+        assert abs(s["residual"] - r["residual"]) < 1e-4, f"{hint} ({k[1]})"
+        assert {f: s[f] for f in u.Features.__dataclass_fields__} == \
+            {f: r[f] for f in u.Features.__dataclass_fields__} and s["family"] == r["family"], f"{hint} ({k[1]})"
+
+
+# ------------------------------------------------------------------------------------------------ CLI outputs
+def _finite_pair(v):
+    return isinstance(v, list) and len(v) == 2 and all(math.isfinite(x) for x in v) and v[0] <= v[1]
+
+
+def test_estimate_json_has_finite_intervals_around_each_value(capsys):
+    code, out, err = run_cli(capsys, "estimate", "-m", "llama3.1-70b", "-g", "h100-sxm", "-n", "64", "--tp", "8",
+                             "--global-batch", "64", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    for k in ("step_time_s", "tokens_per_s", "tokens_per_s_per_gpu", "mfu", "tflops_per_gpu"):
+        iv = d[f"{k}_interval"]
+        assert _finite_pair(iv) and iv[0] <= d[k] <= iv[1], k
+    assert d["interval_basis"]["level"] == 0.8 and d["interval_basis"]["runs"] >= u.MIN_GROUP_RUNS
+
+
+def test_estimate_table_prints_the_interval(capsys):
+    code, out, _ = run_cli(capsys, "estimate", "-m", "llama3.1-70b", "-g", "h100-sxm", "-n", "64", "--tp", "8",
+                           "--global-batch", "64")
+    assert code == 0 and "(80%:" in out and "cross-validated error" in out
+
+
+def test_plan_json_has_intervals_for_best_top_and_sweep(capsys):
+    code, out, err = run_cli(capsys, "plan", "-m", "llama3.1-8b", "-g", "h100-sxm", "-n", "64", "--top", "2",
+                             "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    for row in [d["best"], *d["top"]]:
+        for k in ("step_time_s", "mfu", "tokens_per_s_per_gpu"):
+            assert _finite_pair(row[f"{k}_interval"]) and row[f"{k}_interval"][0] <= row[k] <= row[f"{k}_interval"][1]
+    code, out, err = run_cli(capsys, "plan", "-m", "llama3.1-8b", "-g", "h100-sxm", "--sweep-gpus", "64,262144",
+                             "--global-batch", "262144", "--json")
+    assert code == 0, err
+    rows = json.loads(out)["rows"]
+    for row in rows:
+        assert _finite_pair(row["days_per_trillion_tokens_interval"]) and _finite_pair(row["mfu_interval"])
+    widths = [math.log(r["days_per_trillion_tokens_interval"][1] / r["days_per_trillion_tokens_interval"][0])
+              for r in rows]
+    assert widths[1] > widths[0]                 # 262,144 GPUs: 4 octaves beyond any validated run
+
+
+def test_campaign_json_has_intervals_of_days_and_mfu(capsys):
+    code, out, err = run_cli(capsys, "campaign", "--scenario", "xai-colossus-100k", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    for k in ("days", "days_failure_free", "step_time_s", "mfu", "tokens_per_s"):
+        assert _finite_pair(d[f"{k}_interval"]) and d[f"{k}_interval"][0] <= d[k] <= d[f"{k}_interval"][1], k
+
+
+def test_validate_reports_each_runs_interval_and_coverage(capsys):
+    code, out, err = run_cli(capsys, "validate", "--runs", "more", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    inside = []
+    for r in d["runs"]:
+        lo, hi = r["interval"]
+        assert _finite_pair(r["interval"]) and lo <= r["predicted"] <= hi
+        assert r["inside"] == (lo <= r["reference"] <= hi)
+        inside.append(r["inside"])
+    assert d["coverage"] == pytest.approx(np.mean(inside))
+    assert d["coverage_by_group"]["all"]["n"] == len(d["runs"])
+    assert 0 < d["median_half_width"] < 1
+    code, out, _ = run_cli(capsys, "validate")
+    assert code == 0 and "in 80% interval" in out
+
+
+def test_validated_run_interval_excludes_its_own_family():
+    """The interval validate gives a run is drawn from other sources' runs only."""
+    from megacluster.validate import validate_runs
+
+    run = next(r for r in load_runs("more") if r["id"] == "mpt-7b-h100-sxm-8gpu-s2048")
+    basis = validate_runs([run])["intervals"]["by_run"][run["id"]]["basis"]
+    assert basis["group"] == "hopper"          # no other source ran MosaicML's stack: the generation's runs
+    rows = u.residual_table()
+    hopper = [r for r in rows if r["generation"] == "hopper"]
+    others = [r for r in hopper if r["family"] != u.family_key(run)]
+    assert basis["runs"] == len(others) < len(hopper)
+
+
+def test_estimate_intervals_follow_the_stack_and_gpu():
+    m = catalog.model("llama3.1-8b")
+    c = make_cluster("h100-sxm", 8)
+    est = estimate(m, c, Layout(dp=8, global_batch=32, seq_len=8192, zero=3), StackSpec(framework="torchtitan"))
+    iv = u.estimate_intervals(est, m, c.gpu)
+    assert iv["basis"]["group"].startswith("hopper")
+    assert iv["step_time_s"][0] <= est.step_time_s <= iv["step_time_s"][1]
