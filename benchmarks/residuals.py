@@ -1,4 +1,4 @@
-"""Regenerate the residual table the prediction intervals are drawn from (``catalog/data/residuals.yaml``):
+"""Regenerate the residual table the prediction intervals are drawn from (``catalog/data/residuals.json``):
 predict every published run of ``runs.yaml`` and ``runs_more.yaml`` with the current step model and store
 log(predicted / measured) with each run's family and features. Run it after any change to the step model or
 the catalog (``tests/test_uncertainty.py`` fails while the table is stale); it prints the coverage of the
