@@ -179,30 +179,30 @@ def _enough(rows: list[dict]) -> bool:
     return len(rows) >= MIN_GROUP_RUNS and len({r["family"] for r in rows}) >= MIN_GROUP_FAMILIES
 
 
-def distance(f: Features, pool: Sequence[dict]) -> tuple[float, tuple[str, ...]]:
-    """(units of distance, what is far): one unit per rare feature of ``f`` among the ``pool`` runs (fewer than
-    ``MIN_FEATURE_RUNS`` share it), and per octave an axis lies outside the pool's range."""
-    units, far = 0.0, []
+def distance(f: Features, pool: Sequence[dict]) -> tuple[int, float, tuple[str, ...]]:
+    """(rare features, octaves out of range, what is far) of ``f`` against the ``pool`` runs: a feature is rare
+    where fewer than ``MIN_FEATURE_RUNS`` pool runs share it; octaves sum over GPUs, total parameters and
+    sequence length, each outside the pool's range."""
+    rare, out, far = 0, 0.0, []
     for name in FLAGS:
         if getattr(f, name) and sum(bool(r[name]) for r in pool) < MIN_FEATURE_RUNS:
-            units += 1.0
+            rare += 1
             far.append(name.replace("_", " "))
     for name, value in (("generation", f.generation), ("stack", f.stack)):
         if name == "stack" and f.unknown_framework:
             continue                        # counted once, as the unknown framework
         if sum(r[name] == value for r in pool) < MIN_FEATURE_RUNS:
-            units += 1.0
+            rare += 1
             far.append(f"{name} {value}")
-    rate_units = WIDEN_PER_OCTAVE / WIDEN_PER_FEATURE
     for name in AXES:
         v = float(getattr(f, name))
         vals = [float(r[name]) for r in pool]
         lo, hi = min(vals), max(vals)
         octaves = max(0.0, math.log2(lo / v) if v < lo else math.log2(v / hi) if v > hi else 0.0)
         if octaves > 0:
-            units += octaves * rate_units
+            out += octaves
             far.append(f"{name} {octaves:.1f} octaves outside {lo:,.4g}..{hi:,.4g}")
-    return units, tuple(far)
+    return rare, out, tuple(far)
 
 
 def band(f: Features, rows: Optional[Iterable[dict]] = None, exclude_family: Optional[str] = None,
@@ -223,8 +223,8 @@ def band(f: Features, rows: Optional[Iterable[dict]] = None, exclude_family: Opt
         use, group = pool, "all"
     lo, hi = conformal_edges([r["residual"] for r in use])
     lo, hi = min(lo, 0.0), max(hi, 0.0)
-    units, far = distance(f, pool)
-    w = 1.0 + WIDEN_PER_FEATURE * units
+    rare, octaves, far = distance(f, pool)
+    w = 1.0 + WIDEN_PER_FEATURE * rare + WIDEN_PER_OCTAVE * octaves
     return Band(lo=lo * w, hi=hi * w, group=group, n=len(use), families=len({r["family"] for r in use}),
                 widen=w, rare=far)
 
