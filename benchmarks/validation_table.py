@@ -25,6 +25,9 @@ def main() -> None:
     print()
     print(f"{s['n']} runs predicted in {dt:.1f} s: MAPE {s['mape']:.2%}, worst {s['max_abs_error']:.1%} "
           f"(error = predicted / measured tokens per second per GPU - 1).")
+    cov = result["intervals"]["coverage"]["all"]
+    print(f"80% prediction interval (leave-family-out): {cov['coverage']:.1%} of runs inside, median half-width "
+          f"{cov['median_half_width']:.1%}.")
     mem = result["memory"]
     if mem:
         print(f"memory per GPU against {mem['n']} published peaks: MAPE {mem['mape']:.1%}, "
