@@ -218,3 +218,11 @@ def test_estimate_intervals_follow_the_stack_and_gpu():
     iv = u.estimate_intervals(est, m, c.gpu)
     assert iv["basis"]["group"].startswith("hopper")
     assert iv["step_time_s"][0] <= est.step_time_s <= iv["step_time_s"][1]
+
+
+def test_stack_aliases_draw_from_the_same_runs():
+    m = catalog.model("llama3.1-70b")
+    c = make_cluster("h100-sxm", 64)
+    L = Layout(tp=8, dp=8, global_batch=64, seq_len=8192)
+    f_alias = u.features(m, c.gpu, L, StackSpec(framework="nemo"))
+    assert f_alias == u.features(m, c.gpu, L, StackSpec(framework="megatron")) and f_alias.stack == "megatron"

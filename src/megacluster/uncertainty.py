@@ -81,7 +81,11 @@ class Features:
 
 def features(model, gpu, layout, stack) -> Features:
     """Features of a prediction from its ``ModelSpec``, ``GPUSpec``, ``Layout`` and ``StackSpec``."""
-    return Features(generation=str(gpu.generation), stack=str(stack.framework),
+    from . import catalog
+
+    name = str(stack.framework)
+    sid = catalog.stack_constants(name)["id"] if catalog.has("stacks", name) else name.strip().lower()
+    return Features(generation=str(gpu.generation), stack=sid,
                     n_gpus=int(layout.n_gpus), params=float(model.params_total), seq_len=int(layout.seq_len),
                     cp=layout.cp > 1, moe=model.moe is not None or layout.ep > 1, fp8=layout.precision == "fp8")
 
