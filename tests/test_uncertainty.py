@@ -226,3 +226,24 @@ def test_stack_aliases_draw_from_the_same_runs():
     L = Layout(tp=8, dp=8, global_batch=64, seq_len=8192)
     f_alias = u.features(m, c.gpu, L, StackSpec(framework="nemo"))
     assert f_alias == u.features(m, c.gpu, L, StackSpec(framework="megatron")) and f_alias.stack == "megatron"
+
+
+def test_campaign_with_pinned_mfu_has_no_interval(capsys):
+    code, out, err = run_cli(capsys, "campaign", "--scenario", "xai-colossus-100k", "--mfu", "0.3", "--json")
+    assert code == 0, err
+    d = json.loads(out)
+    assert d["intervals"] == {} and not any(k.endswith("_interval") for k in d)
+
+
+def test_a_missing_residual_table_is_one_line(monkeypatch, tmp_path, capsys):
+    bad = tmp_path / "residuals.json"
+    bad.write_text("{not json")
+    monkeypatch.setattr(u, "residual_path", lambda: bad)
+    u.residual_table.cache_clear()
+    try:
+        code, out, err = run_cli(capsys, "estimate", "-m", "llama3.1-8b", "-g", "h100-sxm", "-n", "8", "--zero", "3",
+                                 "--global-batch", "32")
+        assert code == 2 and "residual table" in err and "benchmarks/residuals.py" in err
+        assert len(err.strip().splitlines()) == 1
+    finally:
+        u.residual_table.cache_clear()

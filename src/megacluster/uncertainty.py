@@ -133,8 +133,14 @@ def residual_table() -> tuple[dict[str, Any], ...]:
     """The generated residual table (``catalog/data/residuals.json``), read once per process."""
     import json
 
-    with open(residual_path(), encoding="utf-8") as f:
-        return tuple(json.load(f)["runs"])
+    from .errors import UserError
+
+    try:
+        with open(residual_path(), encoding="utf-8") as f:
+            return tuple(json.load(f)["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"the residual table {residual_path()} is missing or malformed: regenerate it with "
+                        f"`python benchmarks/residuals.py`") from None
 
 
 # ------------------------------------------------------------------------------------------------ the band
