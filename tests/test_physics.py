@@ -445,3 +445,37 @@ def test_loss_traffic_is_the_stack_byte_count_per_logit():
     rate = GPU.hbm_tbs * 1e12 * GPU.hbm_efficiency
     assert _layer_times("megatron", "none")["t_output_layer"] - as_pytorch == pytest.approx(
         logits * 12.0 / rate, rel=1e-9)
+
+
+def test_expected_slowest_of_n_normal_draws():
+    """Blom's approximation of the expected largest of N standard normals: 0 for one draw, about 0.56 for
+    two (exact 1/sqrt(pi)), 1.42 for 8 (tables of normal order statistics), growing like sqrt(2 ln N)."""
+    from megacluster.physics.straggler import expected_max_normal, slowest_rank_factor
+
+    assert float(expected_max_normal(1)) == 0.0
+    assert float(expected_max_normal(2)) == pytest.approx(1 / math.sqrt(math.pi), abs=0.03)
+    assert float(expected_max_normal(8)) == pytest.approx(1.423, abs=0.015)
+    e = expected_max_normal(np.array([8, 512, 16384]))
+    assert np.all(np.diff(e) > 0) and e[-1] < math.sqrt(2 * math.log(16384))
+    assert slowest_rank_factor(1, 0.015) == 1.0
+    assert slowest_rank_factor(8, 0.0) == 1.0
+
+
+def test_slowest_rank_stretches_compute_and_bubble_only():
+    """With a speed spread the step grows by spread x e(N) of its compute, bubble and contention time, and
+    the wait grows with the GPU count; communication and the optimizer are unchanged."""
+    from megacluster.physics.straggler import slowest_rank_factor
+
+    gpu = GPU.model_copy(update={"speed_spread": 0.02})
+    for n, dp in ((16, 2), (1024, 128)):
+        c0 = ClusterSpec(gpu=GPU, n_gpus=n, node=NODE, fabric=FABRIC)
+        c1 = ClusterSpec(gpu=gpu, n_gpus=n, node=NODE, fabric=FABRIC)
+        lay = Layout(tp=4, pp=2, dp=dp, micro_batch=1, global_batch=8 * dp, seq_len=1024, recompute="selective")
+        a, b = estimate(SMALL, c0, lay, check=False), estimate(SMALL, c1, lay, check=False)
+        stretched = sum(a.time_s[k] for k in ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound",
+                                              "recompute", "output_layer", "tp_comm", "cp_comm", "ep_comm",
+                                              "bubble", "overlap_slowdown"))
+        assert a.time_s["straggler"] == 0.0
+        assert b.time_s["straggler"] == pytest.approx((slowest_rank_factor(n, 0.02) - 1) * stretched, rel=1e-9)
+        assert b.step_time_s == pytest.approx(a.step_time_s + b.time_s["straggler"], rel=1e-9)
+        assert b.time_s["dp_comm"] == pytest.approx(a.time_s["dp_comm"])

@@ -9,7 +9,7 @@ time (flash or unfused), memory-bound time (norms, activations, residuals, fp8 c
 exposed part of its tensor-, context- and expert-parallel communication. The step is then
 
     step = (n_microbatches + bubble) x t_microbatch + exposed pipeline p2p + exposed DP communication
-           + optimizer + fixed overhead
+           + optimizer + slowest-rank wait + fixed overhead
 
 with the bubble from :mod:`physics.pipeline` and the communication from :mod:`physics.comm`.
 """
@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from . import catalog
-from .physics import comm, compute
+from .physics import comm, compute, straggler
 from .physics.flops import (attention_core_flops, attn_dims, layer_matmul_flops, logits_flops,
                             model_flops_per_token)
 from .physics.memory import GIB, activation_bytes_per_token_layer
@@ -368,7 +368,13 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     t_contention = g.overlap_compute_slowdown * hidden
 
     t_compute = n_mb * t_mb
-    step = t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + t_contention + c["step_overhead_s"]
+    # the step waits for the slowest of its GPUs: compute (and the bubble, made of compute) stretches by the
+    # expected slowest rank's factor under the GPUs' speed spread (physics/straggler.py)
+    n_ranks = tp * pp * dp * cp
+    t_straggler = (straggler.slowest_rank_factor(n_ranks, g.speed_spread) - 1.0) * (
+        t_compute + t_bubble + t_contention)
+    step = (t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + t_contention + t_straggler
+            + c["step_overhead_s"])
 
     # ------------------------------------------------------------------ memory per GPU
     # ZeRO-3 with fp32 sharded parameters (FSDP2 mixed precision): the fp32 shard is the master copy, so
@@ -429,7 +435,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "t_tp_comm": n_mb * layers_crit * tp_exposed, "t_cp_comm": n_mb * layers_crit * cp_exposed,
         "t_ep_comm": n_mb * layers_crit * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
         "t_dp_comm": dp_exposed, "t_dp_comm_total": t_dp_total, "t_optimizer": t_opt,
-        "t_overlap_slowdown": t_contention,
+        "t_overlap_slowdown": t_contention, "t_straggler": t_straggler,
         "t_compute": t_compute,
         # memory per GPU, bytes
         "m_weights": weights, "m_gradients": grads, "m_optimizer": optim, "m_activations": activations,
@@ -465,7 +471,8 @@ class StepEstimate(BaseModel):
 
 
 TIME_KEYS = ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound", "recompute", "output_layer",
-             "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "overlap_slowdown", "optimizer")
+             "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "overlap_slowdown", "optimizer",
+             "straggler")
 MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "buffers")
 
 
