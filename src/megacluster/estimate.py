@@ -78,6 +78,8 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
                          f"not {scope!r}")
     c["tp_overlap_scope"] = scope
     c["elementwise"] = c["compiled_elementwise_bytes"] if stack.compile else c["elementwise_bytes"]
+    if stack.grad_reduce_fp32 is not None:        # the run's own gradient precision (Megatron-LM's flag)
+        c["grad_bytes"] = c["grad_reduce_bytes"] = 4 if stack.grad_reduce_fp32 else 2
     kernel = c.get("attention_kernel_efficiency", 1.0)      # a number, or a mapping by GPU generation
     c["attention_kernel_efficiency"] = float(kernel.get(generation, kernel.get("default", 1.0))
                                              if isinstance(kernel, dict) else kernel)

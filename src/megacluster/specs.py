@@ -265,6 +265,9 @@ class StackSpec(_Spec):
     compile: bool = False
     async_tp: bool = False
     fp8_recipe: Optional[str] = None
+    grad_reduce_fp32: Optional[bool] = Field(None, description="gradients accumulated and reduced in fp32 (True) "
+                                             "or in 16 bits (False); None: the stack's default (Megatron-LM's "
+                                             "pretrain script forces fp32 for bf16 unless --grad-reduce-in-bf16)")
 
 
 # --------------------------------------------------------------------------------------------- layout
