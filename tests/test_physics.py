@@ -479,3 +479,29 @@ def test_slowest_rank_stretches_compute_and_bubble_only():
         assert b.time_s["straggler"] == pytest.approx((slowest_rank_factor(n, 0.02) - 1) * stretched, rel=1e-9)
         assert b.step_time_s == pytest.approx(a.step_time_s + b.time_s["straggler"], rel=1e-9)
         assert b.time_s["dp_comm"] == pytest.approx(a.time_s["dp_comm"])
+
+
+def test_zero_bubble_h1_is_a_third_of_1f1b():
+    """Qi et al. 2023: ZB-H1's bubble is (p-1)(T_F + T_B - T_W), a third of 1F1B's at equal pass times."""
+    for p, m in ((16, 144), (4, 8)):
+        assert pipeline.bubble_fraction(p, m, 1, "zb-h1") == pytest.approx(pipeline.bubble_fraction(p, m, 1) / 3)
+
+
+def test_shared_experts_hide_their_own_time_of_the_all_to_all():
+    """A stack that runs the shared experts during the MoE all-to-all (DeepSeek-V2's HAI-LLM) exposes the
+    all-to-all less by at most the shared experts' GEMM time, never below zero."""
+    moe = ModelSpec(name="moe", n_layers=8, d_model=2048, n_heads=16, ffn_hidden=8192, vocab=32000,
+                    mlp="swiglu", seq_len=2048,
+                    moe=dict(n_experts=64, top_k=6, expert_ffn_hidden=1024, n_shared_experts=2))
+    lay = Layout(tp=1, pp=1, dp=64, ep=64, micro_batch=1, global_batch=64, seq_len=2048, recompute="none")
+    c = cluster(64)
+    stack = catalog.load("stacks")["stacks"]
+    v2 = next(s for s in stack if s["id"] == "hai-llm-v2")["by_generation"]["default"]
+    with_overlap = estimate(moe, c, lay, StackSpec(framework="hai-llm-v2"), check=False)
+    v2["ep_overlap_shared_experts"] = False
+    try:
+        without = estimate(moe, c, lay, StackSpec(framework="hai-llm-v2"), check=False)
+    finally:
+        v2["ep_overlap_shared_experts"] = True
+    assert 0.0 <= with_overlap.time_s["ep_comm"] < without.time_s["ep_comm"]
+    assert with_overlap.step_time_s < without.step_time_s

@@ -29,7 +29,8 @@ def test_every_single_source_constant_is_a_constant_of_its_variants():
     """A single_source entry names a constant the stack's variants set (or may set) and a family key."""
     for st in catalog.load("stacks")["stacks"]:
         for e in st.get("single_source") or []:
-            assert set(e) == {"constant", "variants", "family", "revert"}
+            assert set(e) == {"constant", "variants", "family", "revert", "basis"}
+            assert e["basis"] in ("setup", "throughput")
             for v in e["variants"]:
                 assert v in st["by_generation"], (st["id"], v)
             assert e["family"].strip()

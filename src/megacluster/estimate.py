@@ -185,6 +185,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         xu, xd, xb = mlp(tok_per_expert, width, local_experts)
         shared_w = (e.shared_ffn_hidden or e.expert_ffn_hidden) * e.n_shared_experts
         su, sd, sb = mlp(T, shared_w / tp) if shared_w else (0.0, 0.0, 0.0)
+        t_shared = su + sd + sb          # the shared experts' forward and backward, per MoE layer
         rf, rb = lin(T, h, e.n_experts, f8=False)
         f_up = (1 - ffrac) * f_up + ffrac * (xu + su + rf)
         f_dn = (1 - ffrac) * f_dn + ffrac * (xd + sd)
@@ -289,7 +290,10 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         ep_per_node = np.clip(gpn / (tp * cp), 1, ep)
         disp = T / tp * m.moe.top_k * h * np.where(fp8, 1.5, 2.0)    # fp8 dispatch + bf16 combine averaged
         t_ep = 4.0 * comm.alltoall_time(cluster, disp, ep, ep_per_node, ep * tp * cp)
-        ep_exposed = (m.n_moe_layers / n_layers) * (1.0 - c["ep_overlap"]) * t_ep
+        # a stack may run the shared experts' GEMMs while the all-to-all is in flight (DeepSeek-V2): they hide
+        # that much of what its ep_overlap leaves exposed
+        behind = t_shared if c.get("ep_overlap_shared_experts", False) else 0.0
+        ep_exposed = (m.n_moe_layers / n_layers) * np.maximum((1.0 - c["ep_overlap"]) * t_ep - behind, 0.0)
     else:
         ep_exposed = np.zeros_like(tp)
 
