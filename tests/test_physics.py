@@ -505,3 +505,22 @@ def test_shared_experts_hide_their_own_time_of_the_all_to_all():
         v2["ep_overlap_shared_experts"] = True
     assert 0.0 <= with_overlap.time_s["ep_comm"] < without.time_s["ep_comm"]
     assert with_overlap.step_time_s < without.step_time_s
+
+
+def test_megatron_core_leaves_one_gradient_bucket_exposed():
+    """Megatron-Core reduces gradients in buckets of max(40M, 1M x DP) parameters during the backward; the
+    last bucket's reduce-scatter and the first bucket's weight all-gather (ZeRO-1) stay exposed even when the
+    rest hides: exposed DP time is at least that, and grows with the DP degree (bigger buckets)."""
+    big = GPT.model_copy(update={"n_layers": 8})
+    out = []
+    for dp in (64, 256):
+        c = cluster(8 * dp)
+        lay = Layout(tp=8, pp=1, dp=dp, micro_batch=1, global_batch=4 * dp, seq_len=2048, recompute="selective",
+                     zero=1)
+        est = estimate(big, c, lay, StackSpec(framework="megatron"), check=False)
+        p_gpu = float(estimate_arrays(big, c, StackSpec(framework="megatron"), layout_arrays(lay))["params_per_gpu"])
+        b = min(p_gpu, max(40e6, 1e6 * dp))
+        one = comm.allgather_time(c, b * 2.0, dp, 1, 8 * dp)          # bf16 gradients and weights, one per node
+        assert est.time_s["dp_comm"] >= 2 * float(one) * (1 - 1e-9)
+        out.append(est.time_s["dp_comm"])
+    assert out[1] > out[0]

@@ -343,6 +343,16 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     dp_exposed_12 = np.maximum(0.0, rs_grads - window) + np.where(
         zero == 0, np.maximum(0.0, allreduce - rs_grads - window), np.maximum(0.0, ag_params - np.where(
             c["dp_overlap"], t_mb_first / 3.0, 0.0)))
+    # bucketed overlap (stack constant dp_bucket_params): gradients are reduced in buckets of
+    # max(min, per_rank x DP ranks) parameters as the backward produces them, so the last bucket (the first
+    # layers' gradients) is reduced after the backward ends, and with ZeRO-1/2 the first bucket's updated
+    # weights are gathered before the next forward can start: one bucket's reduction (and gather) stays exposed
+    bucket = c.get("dp_bucket_params")
+    if bucket and c["dp_overlap"]:
+        b_params = np.minimum(p_gpu, np.maximum(float(bucket["min"]), float(bucket["per_dp_rank"]) * shard))
+        b_rs = gather(b_params * gr, shard, dp_per_node)
+        b_exposed = np.where(zero == 0, 2.0 * b_rs, b_rs + gather(b_params * 2.0, shard, dp_per_node))
+        dp_exposed_12 = np.maximum(dp_exposed_12, b_exposed)
     # ZeRO-3 / FSDP: gather weights for forward and backward, reduce-scatter grads, per micro-batch
     # (or once per step when weights stay gathered across micro-batches)
     per_mb = 2.0 * ag_params + rs_grads
