@@ -524,3 +524,23 @@ def test_megatron_core_leaves_one_gradient_bucket_exposed():
         assert est.time_s["dp_comm"] >= 2 * float(one) * (1 - 1e-9)
         out.append(est.time_s["dp_comm"])
     assert out[1] > out[0]
+
+
+def test_fsdp_backward_post_prefetch_exposes_the_backward_gathers():
+    """FSDP1 BACKWARD_POST (Composer's default) issues each backward all-gather after the previous unit's
+    gradients: the backward's gathers (one stage's weights per micro-batch) are exposed, so the exposed DP
+    time grows by at least the part that used to hide, and never exceeds that plus the old figure."""
+    lay = Layout(tp=1, pp=1, dp=16, micro_batch=2, global_batch=64, seq_len=1024, recompute="none", zero=3)
+    c = cluster(16)
+    comp = next(s for s in catalog.load("stacks")["stacks"] if s["id"] == "composer")["by_generation"]["default"]
+    post = estimate(SMALL, c, lay, StackSpec(framework="composer"), check=False)
+    comp["fsdp_backward_prefetch"] = "pre"
+    try:
+        pre = estimate(SMALL, c, lay, StackSpec(framework="composer"), check=False)
+    finally:
+        comp["fsdp_backward_prefetch"] = "post"
+    arr = estimate_arrays(SMALL, c, StackSpec(framework="composer"), layout_arrays(lay))
+    n_mb = float(arr["n_microbatches"])
+    ag = comm.allgather_time(c, float(arr["params_per_gpu"]) * 2.0, 16, 8, 16)
+    assert post.time_s["dp_comm"] >= n_mb * float(ag) * (1 - 1e-9)
+    assert pre.time_s["dp_comm"] <= post.time_s["dp_comm"] <= pre.time_s["dp_comm"] + n_mb * float(ag) * (1 + 1e-9)

@@ -364,7 +364,10 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     comm3 = np.where(per_mb_gather, n_mb * per_mb, per_mb)
     hide3 = np.where(per_mb_gather, n_mb, 1.0) * t_mb_first * hide
     first_gather = ag_params / np.maximum(layers_stage, 1)            # the first layer's gather is exposed
-    dp_exposed_3 = np.maximum(0.0, comm3 - hide3) + first_gather
+    # a stack that issues each backward all-gather only after the previous unit's gradients are computed
+    # (FSDP1 BackwardPrefetch.BACKWARD_POST) leaves the backward's gathers exposed; the rest hides as before
+    bwd_gather = np.where(per_mb_gather, n_mb, 1.0) * ag_params if c.get("fsdp_backward_prefetch") == "post" else 0.0
+    dp_exposed_3 = bwd_gather + np.maximum(0.0, comm3 - bwd_gather - hide3) + first_gather
     dp_exposed = np.where(shard > 1, np.where(zero == 3, dp_exposed_3, dp_exposed_12), 0.0)
     t_dp_total = np.where(zero == 3, comm3, t_dp_step)
 
