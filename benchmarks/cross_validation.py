@@ -122,7 +122,7 @@ def main() -> None:
         print("| figure | runs | MAPE |\n|---|---|---|")
         print(f"| in-set (team set + `more`, the model as it is) | {len(ins)} | {m_in:.2%} |")
         print(f"| team set | {len(res['by_set']['published'])} | {m_team:.2%} |")
-        print(f"| out-of-set (`more`: no constant read from these runs) | {len(res['by_set']['more'])} | {m_more:.2%} |")
+        print(f"| out-of-set (`more`: published runs outside the team's set) | {len(res['by_set']['more'])} | {m_more:.2%} |")
         print(f"| leave-one-family-out (single-family constants reverted) | {len(cv)} | {m_cv:.2%} |")
         print(f"| gap (cross-validated - in-set) | | {m_cv - m_in:+.2%} |")
         print(f"| strict leave-one-family-out (also single-source setup constants reverted) | {len(strict['cv'])} | "
