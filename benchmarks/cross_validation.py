@@ -62,6 +62,15 @@ def reverted(entries: list[dict]):
                 variant.pop(key, None)
 
 
+def cited_families(families) -> dict[str, list[str]]:
+    """For each stack, the families (with an arXiv id) whose paper its source text cites."""
+    out = {}
+    for st in catalog.load("stacks")["stacks"]:
+        text = str(st.get("source", ""))
+        out[st["id"]] = sorted(f for f in families if f.startswith("arxiv:") and f.split(":", 1)[1] in text)
+    return out
+
+
 def _errors(runs: list[dict]) -> dict[str, float]:
     """Predicted/measured - 1 per run id (runs that cannot be predicted are left out)."""
     try:
@@ -140,6 +149,11 @@ def main() -> None:
         sf = strict["families"][fam]
         print(f"{fam[:58]:58s} {f['set']:9s} {len(f['runs']):4d} {_mape(f['in_set']):8.2%} {_mape(f['cv']):8.2%} "
               f"{_mape(sf['cv']):8.2%}  {', '.join(sf['reverted']) or '-'}")
+    print()
+    print("stacks whose source text cites validation families' papers (arXiv ids):")
+    for sid, fams in cited_families(res["families"]).items():
+        flag = "  <- one family only" if len(fams) == 1 else ""
+        print(f"  {sid}: {', '.join(fams) or '-'}{flag}")
     print()
     print("constants justified by a single family's source (stacks.yaml single_source):")
     for e in res["single_source"]:

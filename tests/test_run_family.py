@@ -34,3 +34,32 @@ def test_every_single_source_constant_is_a_constant_of_its_variants():
             for v in e["variants"]:
                 assert v in st["by_generation"], (st["id"], v)
             assert e["family"].strip()
+
+
+def _cv_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "cross_validation.py"
+    spec = importlib.util.spec_from_file_location("cross_validation", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reverting_a_single_source_constant_changes_only_that_family_and_is_undone():
+    """benchmarks/cross_validation.py: a family predicted with its own single-source constants reverted moves;
+    the catalog is restored afterwards."""
+    from megacluster.validate import load_runs, validate_runs
+
+    cv = _cv_module()
+    v3 = [r for r in load_runs("published") if family_key(r) == "arxiv:2412.19437"]
+    entries = [e for e in cv.single_source_constants() if e["family"] == "arxiv:2412.19437"]
+    before = validate_runs(v3)["runs"][0].predicted
+    variant = next(s for s in catalog.load("stacks")["stacks"] if s["id"] == "hai-llm")["by_generation"]["default"]
+    saved = dict(variant)
+    with cv.reverted(entries):
+        assert variant["schedule"] == "1f1b"
+        during = validate_runs(v3)["runs"][0].predicted
+    assert variant == saved and during != before
+    assert validate_runs(v3)["runs"][0].predicted == before
