@@ -445,3 +445,102 @@ def test_loss_traffic_is_the_stack_byte_count_per_logit():
     rate = GPU.hbm_tbs * 1e12 * GPU.hbm_efficiency
     assert _layer_times("megatron", "none")["t_output_layer"] - as_pytorch == pytest.approx(
         logits * 12.0 / rate, rel=1e-9)
+
+
+def test_expected_slowest_of_n_normal_draws():
+    """Blom's approximation of the expected largest of N standard normals: 0 for one draw, about 0.56 for
+    two (exact 1/sqrt(pi)), 1.42 for 8 (tables of normal order statistics), growing like sqrt(2 ln N)."""
+    from megacluster.physics.straggler import expected_max_normal, slowest_rank_factor
+
+    assert float(expected_max_normal(1)) == 0.0
+    assert float(expected_max_normal(2)) == pytest.approx(1 / math.sqrt(math.pi), abs=0.03)
+    assert float(expected_max_normal(8)) == pytest.approx(1.423, abs=0.015)
+    e = expected_max_normal(np.array([8, 512, 16384]))
+    assert np.all(np.diff(e) > 0) and e[-1] < math.sqrt(2 * math.log(16384))
+    assert slowest_rank_factor(1, 0.015) == 1.0
+    assert slowest_rank_factor(8, 0.0) == 1.0
+
+
+def test_slowest_rank_stretches_compute_and_bubble_only():
+    """With a speed spread the step grows by spread x e(N) of its compute, bubble and contention time, and
+    the wait grows with the GPU count; communication and the optimizer are unchanged."""
+    from megacluster.physics.straggler import slowest_rank_factor
+
+    gpu = GPU.model_copy(update={"speed_spread": 0.02})
+    for n, dp in ((16, 2), (1024, 128)):
+        c0 = ClusterSpec(gpu=GPU, n_gpus=n, node=NODE, fabric=FABRIC)
+        c1 = ClusterSpec(gpu=gpu, n_gpus=n, node=NODE, fabric=FABRIC)
+        lay = Layout(tp=4, pp=2, dp=dp, micro_batch=1, global_batch=8 * dp, seq_len=1024, recompute="selective")
+        a, b = estimate(SMALL, c0, lay, check=False), estimate(SMALL, c1, lay, check=False)
+        stretched = sum(a.time_s[k] for k in ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound",
+                                              "recompute", "output_layer", "tp_comm", "cp_comm", "ep_comm",
+                                              "bubble", "overlap_slowdown"))
+        assert a.time_s["straggler"] == 0.0
+        assert b.time_s["straggler"] == pytest.approx((slowest_rank_factor(n, 0.02) - 1) * stretched, rel=1e-9)
+        assert b.step_time_s == pytest.approx(a.step_time_s + b.time_s["straggler"], rel=1e-9)
+        assert b.time_s["dp_comm"] == pytest.approx(a.time_s["dp_comm"])
+
+
+def test_zero_bubble_h1_is_a_third_of_1f1b():
+    """Qi et al. 2023: ZB-H1's bubble is (p-1)(T_F + T_B - T_W), a third of 1F1B's at equal pass times."""
+    for p, m in ((16, 144), (4, 8)):
+        assert pipeline.bubble_fraction(p, m, 1, "zb-h1") == pytest.approx(pipeline.bubble_fraction(p, m, 1) / 3)
+
+
+def test_shared_experts_hide_their_own_time_of_the_all_to_all():
+    """A stack that runs the shared experts during the MoE all-to-all (DeepSeek-V2's HAI-LLM) exposes the
+    all-to-all less by at most the shared experts' GEMM time, never below zero."""
+    moe = ModelSpec(name="moe", n_layers=8, d_model=2048, n_heads=16, ffn_hidden=8192, vocab=32000,
+                    mlp="swiglu", seq_len=2048,
+                    moe=dict(n_experts=64, top_k=6, expert_ffn_hidden=1024, n_shared_experts=2))
+    lay = Layout(tp=1, pp=1, dp=64, ep=64, micro_batch=1, global_batch=64, seq_len=2048, recompute="none")
+    c = cluster(64)
+    stack = catalog.load("stacks")["stacks"]
+    v2 = next(s for s in stack if s["id"] == "hai-llm-v2")["by_generation"]["default"]
+    with_overlap = estimate(moe, c, lay, StackSpec(framework="hai-llm-v2"), check=False)
+    v2["ep_overlap_shared_experts"] = False
+    try:
+        without = estimate(moe, c, lay, StackSpec(framework="hai-llm-v2"), check=False)
+    finally:
+        v2["ep_overlap_shared_experts"] = True
+    assert 0.0 <= with_overlap.time_s["ep_comm"] < without.time_s["ep_comm"]
+    assert with_overlap.step_time_s < without.step_time_s
+
+
+def test_megatron_core_leaves_one_gradient_bucket_exposed():
+    """Megatron-Core reduces gradients in buckets of max(40M, 1M x DP) parameters during the backward; the
+    last bucket's reduce-scatter and the first bucket's weight all-gather (ZeRO-1) stay exposed even when the
+    rest hides: exposed DP time is at least that, and grows with the DP degree (bigger buckets)."""
+    big = GPT.model_copy(update={"n_layers": 8})
+    out = []
+    for dp in (64, 256):
+        c = cluster(8 * dp)
+        lay = Layout(tp=8, pp=1, dp=dp, micro_batch=1, global_batch=4 * dp, seq_len=2048, recompute="selective",
+                     zero=1)
+        est = estimate(big, c, lay, StackSpec(framework="megatron"), check=False)
+        p_gpu = float(estimate_arrays(big, c, StackSpec(framework="megatron"), layout_arrays(lay))["params_per_gpu"])
+        b = min(p_gpu, max(40e6, 1e6 * dp))
+        one = comm.allgather_time(c, b * 2.0, dp, 1, 8 * dp)          # bf16 gradients and weights, one per node
+        assert est.time_s["dp_comm"] >= 2 * float(one) * (1 - 1e-9)
+        out.append(est.time_s["dp_comm"])
+    assert out[1] > out[0]
+
+
+def test_fsdp_backward_post_prefetch_exposes_the_backward_gathers():
+    """FSDP1 BACKWARD_POST (Composer's default) issues each backward all-gather after the previous unit's
+    gradients: the backward's gathers (one stage's weights per micro-batch) are exposed, so the exposed DP
+    time grows by at least the part that used to hide, and never exceeds that plus the old figure."""
+    lay = Layout(tp=1, pp=1, dp=16, micro_batch=2, global_batch=64, seq_len=1024, recompute="none", zero=3)
+    c = cluster(16)
+    comp = next(s for s in catalog.load("stacks")["stacks"] if s["id"] == "composer")["by_generation"]["default"]
+    post = estimate(SMALL, c, lay, StackSpec(framework="composer"), check=False)
+    comp["fsdp_backward_prefetch"] = "pre"
+    try:
+        pre = estimate(SMALL, c, lay, StackSpec(framework="composer"), check=False)
+    finally:
+        comp["fsdp_backward_prefetch"] = "post"
+    arr = estimate_arrays(SMALL, c, StackSpec(framework="composer"), layout_arrays(lay))
+    n_mb = float(arr["n_microbatches"])
+    ag = comm.allgather_time(c, float(arr["params_per_gpu"]) * 2.0, 16, 8, 16)
+    assert post.time_s["dp_comm"] >= n_mb * float(ag) * (1 - 1e-9)
+    assert pre.time_s["dp_comm"] <= post.time_s["dp_comm"] <= pre.time_s["dp_comm"] + n_mb * float(ag) * (1 + 1e-9)

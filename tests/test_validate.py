@@ -329,3 +329,42 @@ def test_the_more_runs_set_is_predicted_whole_and_named_on_the_command_line(caps
     assert not result["skipped"] and len(result["runs"]) == len(runs)
     code, out, _ = run_cli(capsys, "validate", "--runs", "more", "--json")
     assert code == 0 and len(json.loads(out)["runs"]) == len(runs)
+
+
+def test_a_run_may_state_fp32_gradient_accumulation_and_reduction():
+    """spec.stack.grad_reduce_fp32 (Megatron-LM's pretrain script forces it for bf16): 4-byte gradients held
+    and reduced instead of the Hopper Megatron stack's 2, so more memory and never a faster step; a value
+    that is not a boolean skips the run with one reason line."""
+    from megacluster.estimate import stack_constants
+    from megacluster.specs import StackSpec
+
+    c = stack_constants(StackSpec(framework="megatron", grad_reduce_fp32=True), "hopper")
+    assert (c["grad_bytes"], c["grad_reduce_bytes"]) == (4, 4)
+    assert stack_constants(StackSpec(framework="megatron"), "hopper")["grad_bytes"] == 2
+    b16 = validate_runs([_run("b16", stack={"framework": "megatron"})])["runs"][0]
+    f32 = validate_runs([_run("f32", stack={"framework": "megatron", "grad_reduce_fp32": True})])["runs"][0]
+    assert f32.memory_gib > b16.memory_gib and f32.predicted <= b16.predicted
+    out = validate_runs([_run("ok"), _run("odd", stack={"framework": "megatron", "grad_reduce_fp32": "yes"})])
+    assert out["skipped"][0].id == "odd" and "grad_reduce_fp32 must be true or false" in out["skipped"][0].reason
+
+
+def test_composer_runs_use_the_composer_stack_and_its_triton_attention():
+    """MPT runs name composer: their own stack (FSDP1 with fp32 reduce, one kernel per op), whose Triton flash
+    attention runs at 1/1.83 of FlashAttention-2 (FA2 paper: about 1.4x slower forward, 2x backward, weighted
+    by time with a backward of 2.5 forwards)."""
+    from megacluster.estimate import stack_constants
+    from megacluster.specs import StackSpec
+
+    amp = stack_constants(StackSpec(framework="llm-foundry"), "ampere")
+    hop = stack_constants(StackSpec(framework="composer"), "hopper")
+    assert amp["attention_kernel_efficiency"] == pytest.approx(3.5 / (1.4 + 2 * 2.5), abs=0.005)
+    assert hop["attention_kernel_efficiency"] == pytest.approx(0.56 * 3.5 / (1.4 + 2 * 2.5), abs=0.005)
+    assert amp["grad_reduce_bytes"] == 4 and amp["elementwise"] == 1.0
+    mpt = [r for r in load_runs("more") if r["spec"].get("stack", {}).get("framework") == "composer"][:2]
+    assert {r.framework for r in validate_runs(mpt)["runs"]} == {"composer"}
+
+
+def test_the_more_set_has_at_least_60_sourced_runs():
+    runs = load_runs("more")
+    assert len(runs) >= 60 and len({r["id"] for r in runs}) == len(runs)
+    assert all(r["source"].get("title") and r["source"].get("locator") for r in runs)

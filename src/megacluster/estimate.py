@@ -9,7 +9,7 @@ time (flash or unfused), memory-bound time (norms, activations, residuals, fp8 c
 exposed part of its tensor-, context- and expert-parallel communication. The step is then
 
     step = (n_microbatches + bubble) x t_microbatch + exposed pipeline p2p + exposed DP communication
-           + optimizer + fixed overhead
+           + optimizer + slowest-rank wait + fixed overhead
 
 with the bubble from :mod:`physics.pipeline` and the communication from :mod:`physics.comm`.
 """
@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from . import catalog
-from .physics import comm, compute
+from .physics import comm, compute, straggler
 from .physics.flops import (attention_core_flops, attn_dims, layer_matmul_flops, logits_flops,
                             model_flops_per_token)
 from .physics.memory import GIB, activation_bytes_per_token_layer
@@ -78,6 +78,8 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
                          f"not {scope!r}")
     c["tp_overlap_scope"] = scope
     c["elementwise"] = c["compiled_elementwise_bytes"] if stack.compile else c["elementwise_bytes"]
+    if stack.grad_reduce_fp32 is not None:        # the run's own gradient precision (Megatron-LM's flag)
+        c["grad_bytes"] = c["grad_reduce_bytes"] = 4 if stack.grad_reduce_fp32 else 2
     kernel = c.get("attention_kernel_efficiency", 1.0)      # a number, or a mapping by GPU generation
     c["attention_kernel_efficiency"] = float(kernel.get(generation, kernel.get("default", 1.0))
                                              if isinstance(kernel, dict) else kernel)
@@ -183,6 +185,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         xu, xd, xb = mlp(tok_per_expert, width, local_experts)
         shared_w = (e.shared_ffn_hidden or e.expert_ffn_hidden) * e.n_shared_experts
         su, sd, sb = mlp(T, shared_w / tp) if shared_w else (0.0, 0.0, 0.0)
+        t_shared = su + sd + sb          # the shared experts' forward and backward, per MoE layer
         rf, rb = lin(T, h, e.n_experts, f8=False)
         f_up = (1 - ffrac) * f_up + ffrac * (xu + su + rf)
         f_dn = (1 - ffrac) * f_dn + ffrac * (xd + sd)
@@ -287,7 +290,10 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         ep_per_node = np.clip(gpn / (tp * cp), 1, ep)
         disp = T / tp * m.moe.top_k * h * np.where(fp8, 1.5, 2.0)    # fp8 dispatch + bf16 combine averaged
         t_ep = 4.0 * comm.alltoall_time(cluster, disp, ep, ep_per_node, ep * tp * cp)
-        ep_exposed = (m.n_moe_layers / n_layers) * (1.0 - c["ep_overlap"]) * t_ep
+        # a stack may run the shared experts' GEMMs while the all-to-all is in flight (DeepSeek-V2): they hide
+        # that much of what its ep_overlap leaves exposed
+        behind = t_shared if c.get("ep_overlap_shared_experts", False) else 0.0
+        ep_exposed = (m.n_moe_layers / n_layers) * np.maximum((1.0 - c["ep_overlap"]) * t_ep - behind, 0.0)
     else:
         ep_exposed = np.zeros_like(tp)
 
@@ -337,6 +343,16 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     dp_exposed_12 = np.maximum(0.0, rs_grads - window) + np.where(
         zero == 0, np.maximum(0.0, allreduce - rs_grads - window), np.maximum(0.0, ag_params - np.where(
             c["dp_overlap"], t_mb_first / 3.0, 0.0)))
+    # bucketed overlap (stack constant dp_bucket_params): gradients are reduced in buckets of
+    # max(min, per_rank x DP ranks) parameters as the backward produces them, so the last bucket (the first
+    # layers' gradients) is reduced after the backward ends, and with ZeRO-1/2 the first bucket's updated
+    # weights are gathered before the next forward can start: one bucket's reduction (and gather) stays exposed
+    bucket = c.get("dp_bucket_params")
+    if bucket and c["dp_overlap"]:
+        b_params = np.minimum(p_gpu, np.maximum(float(bucket["min"]), float(bucket["per_dp_rank"]) * shard))
+        b_rs = gather(b_params * gr, shard, dp_per_node)
+        b_exposed = np.where(zero == 0, 2.0 * b_rs, b_rs + gather(b_params * 2.0, shard, dp_per_node))
+        dp_exposed_12 = np.maximum(dp_exposed_12, b_exposed)
     # ZeRO-3 / FSDP: gather weights for forward and backward, reduce-scatter grads, per micro-batch
     # (or once per step when weights stay gathered across micro-batches)
     per_mb = 2.0 * ag_params + rs_grads
@@ -348,7 +364,10 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     comm3 = np.where(per_mb_gather, n_mb * per_mb, per_mb)
     hide3 = np.where(per_mb_gather, n_mb, 1.0) * t_mb_first * hide
     first_gather = ag_params / np.maximum(layers_stage, 1)            # the first layer's gather is exposed
-    dp_exposed_3 = np.maximum(0.0, comm3 - hide3) + first_gather
+    # a stack that issues each backward all-gather only after the previous unit's gradients are computed
+    # (FSDP1 BackwardPrefetch.BACKWARD_POST) leaves the backward's gathers exposed; the rest hides as before
+    bwd_gather = np.where(per_mb_gather, n_mb, 1.0) * ag_params if c.get("fsdp_backward_prefetch") == "post" else 0.0
+    dp_exposed_3 = bwd_gather + np.maximum(0.0, comm3 - bwd_gather - hide3) + first_gather
     dp_exposed = np.where(shard > 1, np.where(zero == 3, dp_exposed_3, dp_exposed_12), 0.0)
     t_dp_total = np.where(zero == 3, comm3, t_dp_step)
 
@@ -368,7 +387,13 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     t_contention = g.overlap_compute_slowdown * hidden
 
     t_compute = n_mb * t_mb
-    step = t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + t_contention + c["step_overhead_s"]
+    # the step waits for the slowest of its GPUs: compute (and the bubble, made of compute) stretches by the
+    # expected slowest rank's factor under the GPUs' speed spread (physics/straggler.py)
+    n_ranks = tp * pp * dp * cp
+    t_straggler = (straggler.slowest_rank_factor(n_ranks, g.speed_spread) - 1.0) * (
+        t_compute + t_bubble + t_contention)
+    step = (t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + t_contention + t_straggler
+            + c["step_overhead_s"])
 
     # ------------------------------------------------------------------ memory per GPU
     # ZeRO-3 with fp32 sharded parameters (FSDP2 mixed precision): the fp32 shard is the master copy, so
@@ -429,7 +454,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "t_tp_comm": n_mb * layers_crit * tp_exposed, "t_cp_comm": n_mb * layers_crit * cp_exposed,
         "t_ep_comm": n_mb * layers_crit * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
         "t_dp_comm": dp_exposed, "t_dp_comm_total": t_dp_total, "t_optimizer": t_opt,
-        "t_overlap_slowdown": t_contention,
+        "t_overlap_slowdown": t_contention, "t_straggler": t_straggler,
         "t_compute": t_compute,
         # memory per GPU, bytes
         "m_weights": weights, "m_gradients": grads, "m_optimizer": optim, "m_activations": activations,
@@ -465,7 +490,8 @@ class StepEstimate(BaseModel):
 
 
 TIME_KEYS = ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound", "recompute", "output_layer",
-             "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "overlap_slowdown", "optimizer")
+             "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "overlap_slowdown", "optimizer",
+             "straggler")
 MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "buffers")
 
 

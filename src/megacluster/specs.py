@@ -191,6 +191,8 @@ class GPUSpec(_Spec):
     attention_half_seq: float = Field(0.0, ge=0, description="s0: attention rate x s/(s+s0) for s query "
                                       "tokens per kernel (0 = no length dependence)")
     hbm_efficiency: float = Field(gt=0, le=1, description="sustained fraction of HBM bandwidth (streams)")
+    speed_spread: float = Field(0.0, ge=0, lt=0.5, description="relative standard deviation of the compute "
+                                "speed of GPUs of this part in one cluster (a step waits for the slowest)")
     power_cap_w: Optional[float] = Field(None, gt=0, description="board power limit below TDP, if any")
     source: str = ""
 
@@ -263,6 +265,9 @@ class StackSpec(_Spec):
     compile: bool = False
     async_tp: bool = False
     fp8_recipe: Optional[str] = None
+    grad_reduce_fp32: Optional[bool] = Field(None, description="gradients accumulated and reduced in fp32 (True) "
+                                             "or in 16 bits (False); None: the stack's default (Megatron-LM's "
+                                             "pretrain script forces fp32 for bf16 unless --grad-reduce-in-bf16)")
 
 
 # --------------------------------------------------------------------------------------------- layout

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
+
+from .run_family import family_key
 
 LEVEL = 0.8                 # central coverage of the interval
 Q_LO, Q_HI = round((1 - LEVEL) / 2, 12), round(1 - (1 - LEVEL) / 2, 12)     # 0.1, 0.9
@@ -43,23 +44,6 @@ RESIDUALS = "residuals.json"     # in catalog/data: JSON, not YAML, so that esti
 RUN_SETS = ("published", "more")
 AXES = ("n_gpus", "params", "seq_len")
 FLAGS = ("cp", "moe", "fp8", "unknown_framework")
-
-
-# ------------------------------------------------------------------------------------------------ families
-def family_key(run: dict) -> str:
-    """The family of a published run: its source document, as a short slug of ``source.title`` (lower case,
-    parenthesised details and punctuation dropped), e.g. ``narayanan-et-al-2021-efficient-large-scale-...``.
-    Runs of one paper (any of its tables) or one benchmark page share a family; a run without a title falls
-    back to the document part of its locator (before any parenthesis), then to its id."""
-    src = run.get("source") if isinstance(run, dict) else None
-    src = src if isinstance(src, dict) else {}
-    text = str(src.get("title") or "").strip()
-    if not text:
-        text = str(src.get("locator") or "").split("(")[0].split(",")[0].strip()
-    if not text:
-        return "run:" + str(run.get("id", "?") if isinstance(run, dict) else "?")
-    text = re.sub(r"\([^)]*\)", " ", text.lower())
-    return re.sub(r"[^a-z0-9.]+", "-", text).strip("-.")[:80] or "run:" + str(run.get("id", "?"))
 
 
 # ------------------------------------------------------------------------------------------------ features

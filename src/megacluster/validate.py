@@ -114,8 +114,11 @@ def _spec_parts_and_notes(run: dict):
                            nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
     st = s.get("stack") or {}
     recipe = st.get("fp8_recipe") or _precision(s)[1]
+    g32 = st.get("grad_reduce_fp32")
+    if g32 is not None and not isinstance(g32, bool):
+        raise UserError(f"spec.stack.grad_reduce_fp32 must be true or false, not {g32!r}")
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
-                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe)
+                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe, grad_reduce_fp32=g32)
     return model, cluster, stack, notes
 
 

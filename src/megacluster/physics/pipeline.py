@@ -8,6 +8,10 @@ idle time is (v-1)(p-m) + (p-1) chunk times against m v of work: (p-m)/m + (m-1)
 (p-1)/(v m) at m = p and (p-1)/m at v = 1.
 DualPipe (DeepSeek-V3 report, Table 2): bubble (p/2 - 1)(F&B + B - 3W), about half of 1F1B's for the same
 stage times; modelled as (p/2 - 1)/m.
+ZB-H1 (Qi et al. 2023, "Zero Bubble Pipeline Parallelism", arXiv 2401.10241 section 3): splitting the backward
+into input- and weight-gradient passes and deferring the weight pass fills the 1F1B bubble to (p-1)(T_F + T_B
+- T_W); with the three passes taking equal time that is 1/3 of 1F1B's (p-1)(T_F + T_B + T_W), at 1F1B's peak
+memory: modelled as (p-1)/(3m).
 """
 
 from __future__ import annotations
@@ -21,5 +25,7 @@ def bubble_fraction(pp, n_microbatches, vp=1, schedule: str = "1f1b"):
     m = np.maximum(np.asarray(n_microbatches, dtype=float), 1)
     if schedule == "dualpipe":
         return np.maximum(pp / 2 - 1, 0) / m
+    if schedule == "zb-h1":
+        return np.maximum(pp - 1, 0) / (3.0 * m)
     v = np.asarray(vp, dtype=float)
     return np.where(m >= pp, (pp - 1) / (v * m), (pp - m) / m + (m - 1) / (v * m))
