@@ -192,9 +192,29 @@ CATALOG_TWINS = [("Llama-3.1-8B", "llama3.1-8b"), ("Mixtral-8x7B-v0.1", "mixtral
 def test_hf_config_matches_catalog(folder, mid):
     got = model_from_file(HF / folder / "config.json")
     want = model(mid)
-    assert got.model_dump(exclude={"name", "source"}) == want.model_dump(exclude={"name", "source"})
-    assert got.name == folder
+    skip = {"name", "source", "seq_len"}
+    assert got.model_dump(exclude=skip) == want.model_dump(exclude=skip)
+    # the training context: the config's original one, else its maximum capped at 8,192 (Mixtral's catalog
+    # entry keeps its published 32K; the config alone cannot tell)
+    assert got.seq_len == min(want.seq_len, 8192)
+    assert got.name == json.loads((HF / folder / "config.json").read_text())["model_type"]  # not the folder
     assert "config.json" in got.source
+
+
+def test_hf_config_seq_len_is_not_the_maximum_context(tmp_path):
+    """A config without rope_scaling states only its longest context (131,072 for Llama 3.1): the training
+    context defaults to 8,192, and the name comes from the config, not the folder ("tmp...")."""
+    data = json.loads((HF / "Llama-3.1-8B" / "config.json").read_text())
+    data.pop("rope_scaling")
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(data))
+    m = model_from_file(f)
+    assert m.seq_len == 8192 and m.name == "llama"
+    data["_name_or_path"] = "meta-llama/Llama-3.1-8B"
+    data["max_position_embeddings"] = 4096
+    f.write_text(json.dumps(data))
+    m = model_from_file(f)
+    assert m.seq_len == 4096 and m.name == "meta-llama/Llama-3.1-8B"
 
 
 # folder, published total, published active, tolerance, where
@@ -221,7 +241,7 @@ def test_hf_shapes():
     assert qwen3.head_dim == 128 and qwen3.hd == 128 and qwen3.tied_embeddings  # 16 x 128 != 1024
     assert qwen3.params_total - qwen3.embedding_params == pytest.approx(0.44 * B, rel=0.01)
     mistral = model_from_file(HF / "Mistral-7B-v0.1" / "config.json")
-    assert mistral.head_dim is None and mistral.seq_len == 32768
+    assert mistral.head_dim is None and mistral.seq_len == 8192  # max_position_embeddings 32768, capped
     ds = model_from_file(HF / "DeepSeek-V3" / "config.json")
     assert ds.seq_len == 4096 and ds.mla.kv_lora_rank == 512 and ds.moe.n_dense_layers == 3
 
