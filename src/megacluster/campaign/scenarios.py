@@ -13,7 +13,8 @@ from ..specs import ModelSpec, StackSpec
 from . import carbon, chinchilla
 from .assumptions import Assumption, apply_overrides, value
 from .sites import load_site
-from .campaign import SECONDS_PER_DAY, CampaignResult, _reliability, campaign_from_step, resolve_step
+from .campaign import (SECONDS_PER_DAY, CampaignResult, _reliability, batch_assumption, batch_note,
+                       campaign_from_step, law_batch_bound, resolve_step)
 
 
 def scenario_names() -> list[str]:
@@ -56,6 +57,15 @@ def _stack(plan: Mapping[str, Any]) -> Optional[StackSpec]:
     return StackSpec(framework=str(fw))
 
 
+def plan_batch(plan: Mapping[str, Any], model: ModelSpec, tokens: float) -> tuple[Optional[tuple[int, int]], Any]:
+    """A scenario plan's global-batch bounds: its own (``global_batch`` or ``global_batch_bounds``), else the
+    batch-size law's (:mod:`megacluster.campaign.batch`). Returns (bounds or None, the law's bound or None)."""
+    if plan.get("global_batch") is not None or plan.get("global_batch_bounds"):
+        return (tuple(plan["global_batch_bounds"]) if plan.get("global_batch_bounds") else None), None
+    bound = law_batch_bound(model, tokens, plan.get("seq_len"))
+    return (bound.low_sequences, bound.high_sequences), bound
+
+
 def comparisons(r: CampaignResult, published: Mapping[str, Any]) -> dict[str, Any]:
     """Published figure vs modelled one, with whether it falls in the published band."""
     out: dict[str, Any] = {}
@@ -94,7 +104,7 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
     plan = sc.get("plan") or {}
     m = sc["model"]
     model = _spec_from(sc)
-    step = None
+    step = bound = None
     if model is not None:
         if "tokens" in sc:
             tokens = float(sc["tokens"])
@@ -127,9 +137,10 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                 budget = cluster.n_gpus * peak * mfu * days * SECONDS_PER_DAY * goodput
                 model, _ = chinchilla.optimal_for_compute(budget, tpp, mname)
                 tokens = tpp * model.params_total
+                bounds, bound = plan_batch(plan, model, tokens)
                 step, _src = resolve_step(model, cluster, stack=_stack(plan), global_batch=plan.get("global_batch"),
                                           seq_len=plan.get("seq_len"), pins=plan.get("pins"),
-                                          global_batch_bounds=plan.get("global_batch_bounds"))
+                                          global_batch_bounds=bounds)
                 done = "mfu" in user or abs(step.mfu - mfu) < 0.002
                 if "mfu" not in user:
                     mfu = float(step.mfu)
@@ -142,11 +153,15 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                                                 f"{model.params_total / 1e9:,.0f}B params", unit="shape",
                                           source=src + "; " + chinchilla.LLAMA3_SHAPE_SOURCE)
     if step is None:
+        bounds, bound = plan_batch(plan, model, tokens)
         step, plan_src = resolve_step(model, cluster, stack=_stack(plan), global_batch=plan.get("global_batch"),
                                       seq_len=plan.get("seq_len"), pins=plan.get("pins"),
-                                      global_batch_bounds=plan.get("global_batch_bounds"))
+                                      global_batch_bounds=bounds)
     else:
         plan_src = "searched"
+    if bound is not None:
+        extra["global_batch_bound"] = batch_assumption(bound)
+        notes.insert(0, batch_note(step, bound))
     if plan.get("source"):
         extra["plan"] = Assumption(value=str(plan.get("pins", "")), unit="layout pins",
                                    source=str(plan["source"]).strip())
@@ -166,7 +181,51 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
         if mb and not r.mfu_pinned and not mb["within"]:
             r.notes.append(f"the step model's {what} {mb['modelled']:.1%} is outside the published "
                            f"{mb['low']:.0%}-{mb['high']:.0%} (reported, not forced; --mfu pins it)")
+    r.notes.extend(explain_misses(r, cluster.gpu.peak("bf16")))
     return r
+
+
+# what each published figure is computed from (the assumptions that drive it)
+_DRIVERS = {
+    "peak_facility_mw": ("gpu_tdp_w", "gpu_power_fraction_compute", "server_overhead_w_per_gpu",
+                         "network_storage_power_fraction", "pue"),
+    "water_onsite_gallons_per_day": ("wue_l_per_kwh", "gpu_power_fraction_compute", "gpu_tdp_w"),
+    "gpu_capex_usd": ("gpu_price_usd",),
+    "co2e_tdp_method_at_published_gpu_hours_tonnes": ("gpu_tdp_w", "pue", "grid_gco2_per_kwh"),
+}
+
+
+def explain_misses(r: CampaignResult, peak_bf16_flops: float) -> list[str]:
+    """One line per published figure outside its band, saying which assumption drives the gap (computed)."""
+    out: list[str] = []
+    for key, c in r.published.items():
+        if c["within"]:
+            continue
+        got, lo, hi = float(c["modelled"]), float(c["low"]), float(c["high"])
+        side = "above" if got > hi else "below"
+        head = f"miss: {key} {got:,.4g} is {side} the published {lo:,.4g}-{hi:,.4g}"
+        if key == "days":
+            mid = (lo + hi) / 2
+            need = r.training_flops / (r.n_gpus * peak_bf16_flops * mid * 86400.0)
+            f_mfu, f_good = need / r.mfu, 1.0 / r.goodput
+            drive = "MFU (the assumed shape, precision and batch)" if f_mfu >= f_good else \
+                "failures (goodput at this scale)"
+            out.append(f"{head}: {mid:g} days need MFU x goodput {need:.1%} of the BF16 peak for "
+                       f"{r.training_flops:.3g} FLOP on {r.n_gpus:,} GPUs; the model gives {r.mfu:.1%} x "
+                       f"{r.goodput:.1%} = {r.mfu_effective:.1%}. The {got / mid:.2f}x gap is {f_mfu:.2f}x MFU "
+                       f"({r.mfu:.1%} against {need:.1%} needed without failures) and {f_good:.2f}x failures "
+                       f"(goodput {r.goodput:.1%}); the larger is {drive}")
+        elif key in ("training_flops",):
+            out.append(f"{head}: the model's FLOPs per token ({r.model_flops_per_token:.3g}) x "
+                       f"{r.tokens:.3g} tokens; the shape and token count are the scenario's")
+        elif key in ("mfu", "mfu_effective"):
+            continue                                   # said above
+        else:
+            drivers = [f"{k} {r.assumptions[k].value:g}" for k in _DRIVERS.get(key, ()) if k in r.assumptions
+                       and not isinstance(r.assumptions[k].value, str)]
+            out.append(f"{head}: computed from " + (", ".join(drivers) if drivers else "the campaign's figures") +
+                       " (each with its source in the assumptions table)")
+    return out
 
 
 def title(name: str) -> str:
