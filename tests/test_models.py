@@ -66,6 +66,8 @@ PUBLISHED = [
     ("mixtral-8x7b", 46.7 * B, 12.9 * B, 0.005, "Mistral AI, Mixtral of experts"),
     ("mixtral-8x22b", 141 * B, 39 * B, 0.01, "Mistral AI, Mixtral 8x22B"),
     ("grok-1", 314 * B, None, 0.01, "xai-org/grok-1 README"),
+    ("llama4-maverick", 400 * B, 17 * B, 0.02, "Llama 4 model card (17B active, 400B total)"),
+    ("llama4-behemoth", 2000 * B, 288 * B, 0.02, "Meta AI, The Llama 4 herd (288B active, nearly 2T total)"),
     # DeepSeek's 37B counts the output head but not the input embedding (see test_deepseek_v3_active)
     ("deepseek-v3", 671 * B, 37 * B, 0.02, "DeepSeek-V3 report"),
     ("deepseek-v2", 236 * B, 21 * B, 0.02, "DeepSeek-V2 report section 3.1.2: 236B total, 21B activated"),

@@ -26,13 +26,17 @@ def print_size(r, console) -> None:
                   f"the BF16 peak, goodput {r.goodput:.1%}; cost of the run {_usd(r.cost_usd)} (amortised capex + "
                   f"electricity)")
     t = Table(title="the answer and the next-best options", title_justify="left")
-    for col, just in (("GPUs", "right"), ("layout", "left"), ("batch", "right"), ("days", "right"),
+    show_model = any(o.params_total for o in r.options if o.note != "the answer")
+    for col, just in ((("model", "left"),) if show_model else ()) + (
+                      ("GPUs", "right"), ("layout", "left"), ("batch", "right"), ("days", "right"),
                       ("MFU", "right"), ("goodput", "right"), ("peak MW", "right"), ("capex", "right"),
                       ("run cost", "right"), ("limits met", "left"), ("", "left")):
         t.add_column(col, justify=just)
     for o in r.options:
         met = ", ".join(f"{k} {'yes' if v else '[red]no[/red]'}" for k, v in o.meets.items())
-        t.add_row(f"{o.n_gpus:,}", o.layout, f"{o.global_batch:,}", f"{o.days:,.1f}", f"{o.mfu:.1%}",
+        lead = ([f"{o.params_total / 1e9:,.0f}B on {o.tokens / 1e12:,.1f}T" if o.params_total else ""]
+                if show_model else [])
+        t.add_row(*lead, f"{o.n_gpus:,}", o.layout, f"{o.global_batch:,}", f"{o.days:,.1f}", f"{o.mfu:.1%}",
                   f"{o.goodput:.1%}", f"{o.peak_facility_mw:,.1f}", _usd(o.capex_usd), _usd(o.cost_usd), met,
                   o.note, style="bold" if o.note == "the answer" else None)
     console.print(t)

@@ -62,6 +62,9 @@ class SizeOption(BaseModel):
     cost_usd: float = Field(description="cost of the run: amortised capex + electricity (owned)")
     meets: dict[str, bool] = {}
     note: str = ""
+    model: Optional[str] = None
+    params_total: Optional[float] = None
+    tokens: Optional[float] = None
 
 
 class SizeResult(BaseModel):
@@ -170,33 +173,40 @@ class _Ctx:
     """What every candidate shares: the model, tokens, GPU, site, plan constraints and reliability settings."""
 
     def __init__(self, model: ModelSpec, tokens: float, gpu: GPUSpec, site: str, fabric: Optional[str],
+                 gpus_per_node: Optional[int],
                  stack: StackSpec, pins: dict[str, Any], seq_len: int, global_batch: Optional[int],
                  overrides: Mapping[str, float], reliability: bool, trials: int, seed: int,
                  profile: Optional[str]):
         self.model, self.tokens, self.gpu, self.site, self.fabric = model, tokens, gpu, site, fabric
+        self.gpus_per_node = gpus_per_node
         self.stack, self.pins, self.seq_len, self.global_batch = stack, pins, seq_len, global_batch
         self.overrides, self.reliability, self.trials, self.seed = overrides, reliability, trials, seed
         self.profile = profile
         self.cache: dict[int, Optional[CampaignResult]] = {}
+        self.steps: dict[int, tuple[Any, str]] = {}        # GPU count -> (step, plan source)
         self.bound = None
 
     def run(self, n: int) -> Optional[CampaignResult]:
         """The campaign on ``n`` GPUs (None when the model fits no layout there)."""
         if n in self.cache:
             return self.cache[n]
-        cluster = make_cluster(self.gpu, n, fabric=self.fabric)
+        cluster = make_cluster(self.gpu, n, fabric=self.fabric, gpus_per_node=self.gpus_per_node)
         bounds = None
         extra = {}
         if self.global_batch is None:
             self.bound = law_batch_bound(self.model, self.tokens, self.seq_len)
             bounds = (self.bound.low_sequences, self.bound.high_sequences)
             extra["global_batch_bound"] = batch_assumption(self.bound)
-        try:
-            step, src = resolve_step(self.model, cluster, stack=self.stack, global_batch=self.global_batch,
-                                     seq_len=self.seq_len, pins=self.pins, global_batch_bounds=bounds)
-        except UserError:
-            self.cache[n] = None
-            return None
+        if n in self.steps:
+            step, src = self.steps[n]
+        else:
+            try:
+                step, src = resolve_step(self.model, cluster, stack=self.stack, global_batch=self.global_batch,
+                                         seq_len=self.seq_len, pins=self.pins, global_batch_bounds=bounds)
+            except UserError:
+                self.cache[n] = None
+                return None
+            self.steps[n] = (step, src)
         r = campaign_from_step(step, tokens=self.tokens, gpu=self.gpu, n_gpus=n,
                                gpus_per_node=cluster.node.gpus_per_node, site=self.site, overrides=self.overrides,
                                model=self.model, model_name=self.model.name, reliability=self.reliability,
@@ -273,7 +283,8 @@ def _flops_per_token(model: ModelSpec, seq_len: int) -> float:
 def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = None, gpu: Union[str, GPUSpec] = "h100-sxm",
          *, days: Optional[float] = None, max_mw: Optional[float] = None, budget_usd: Optional[float] = None,
          gpus: Optional[int] = None, compute_flops: Optional[float] = None, law: str = "chinchilla",
-         site: str = "us-average", fabric: Optional[str] = None, framework: Optional[str] = None,
+         site: str = "us-average", fabric: Optional[str] = None, gpus_per_node: Optional[int] = None,
+         framework: Optional[str] = None,
          precision: str = "bf16", seq_len: Optional[int] = None, global_batch: Optional[int] = None,
          overrides: Optional[Mapping[str, float]] = None, reliability: bool = True, trials: int = 200,
          seed: int = 0, reliability_profile: Optional[str] = None, model_name: str = "") -> SizeResult:
@@ -308,7 +319,7 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
     pins: dict[str, Any] = {} if precision == "any" else {"precision": precision}
     limits: dict[str, Optional[float]] = {"days": days, "max_mw": max_mw, "budget_usd": budget_usd,
                                           "gpus": float(gpus) if gpus else None}
-    per_node = make_cluster(g, 8).node.gpus_per_node
+    per_node = make_cluster(g, 8, gpus_per_node=gpus_per_node).node.gpus_per_node
     mw_per_gpu, usd_per_gpu = per_gpu_limits(g, site, overrides)
     n_hi, cap_key = _cap(limits, mw_per_gpu, usd_per_gpu, per_node)
     law_text = None
@@ -325,10 +336,11 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
     s = int(seq_len or (spec.seq_len if spec else 8192))
 
     def ctx_for(m: ModelSpec, t: float, n_trials: int = min(trials, SEARCH_TRIALS)) -> _Ctx:
-        return _Ctx(m, t, g, site, fabric, stack, pins, s, global_batch, overrides or {}, reliability, n_trials,
+        return _Ctx(m, t, g, site, fabric, gpus_per_node, stack, pins, s, global_batch, overrides or {}, reliability, n_trials,
                     seed, reliability_profile)
 
     evaluated = 0
+    extra_options: list[SizeOption] = []
     if spec is not None and tokens is not None and days is not None:
         question = "smallest cluster"
         ctx = ctx_for(spec, tokens)
@@ -363,7 +375,15 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
                 raise UserError("--days is needed to size " + ("the tokens" if spec is not None else "the model") +
                                 " a cluster trains")
             question = "most tokens" if spec is not None else "largest model"
-            r, ctx, spec, tokens, evaluated = _fill_deadline(spec, n, days, law, ctx_for, g, model_name)
+            r, ctx, spec, tokens, evaluated, tried = _fill_deadline(spec, n, days, law, ctx_for, g, model_name)
+            near = sorted((x for x in tried if r is not None and x.tokens != r.tokens),
+                          key=lambda x: abs(math.log(x.training_flops / r.training_flops)))
+            for x in [next((x for x in near if x.days > days), None), next((x for x in near if x.days <= days),
+                                                                            None)]:
+                if x is not None:
+                    extra_options.append(_option(x, limits, ("more" if x.training_flops > r.training_flops else
+                                                             "less") + " compute evaluated").model_copy(
+                        update={"model": x.model, "params_total": x.params_total, "tokens": x.tokens}))
             if question == "largest model":
                 law_text = LAWS[law]
         if r is None:
@@ -373,17 +393,23 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
         smaller, bigger = [], []
     assert r is not None and spec is not None and tokens is not None
     if reliability and trials > ctx.trials:                     # the answer with the full Monte Carlo
-        r = ctx_for(spec, tokens, trials).run(r.n_gpus) or r
+        prior = ctx.cache
+        ctx.trials, ctx.cache = trials, {}
+        r = ctx.run(r.n_gpus) or r
+        ctx.cache = {**prior, r.n_gpus: r}
     ans = _option(r, limits)
     feasible = all(ans.meets.values())
-    options = [ans.model_copy(update={"note": "the answer"})]
+    options = [ans.model_copy(update={"note": "the answer", "model": spec.name,
+                                      "params_total": float(spec.params_total), "tokens": float(tokens)})]
+    options += sorted(extra_options, key=lambda o: -o.days)
     for k in smaller[-1:]:
         options.insert(0, _option(ctx.cache[k], limits, "next smaller size evaluated"))
     for k in bigger:
         rb = ctx.run(k)
         if rb is not None:
             options.append(_option(rb, limits, "next size up: more margin"))
-    options += _other_layouts(spec, r, g, fabric, stack, pins, s, limits)
+    options += _other_layouts(spec, r, g, fabric, gpus_per_node, stack, pins, s, limits)
+    notes += _why_notes(r)
     slack = _slack(r, limits)
     text = _answer_text(question, spec, tokens, r, binding, feasible, limits)
     notes += [n_ for n_ in r.notes if "global batch" in n_]
@@ -410,6 +436,7 @@ def _fill_deadline(spec, n, days, law, ctx_for, g, model_name):
     evaluated = 0
     ok = bad = None                     # (flops, r, ctx, model, tokens) meeting / missing the deadline
     last = None
+    tried: list[CampaignResult] = []
     for _ in range(12):
         if spec is None:
             m, t = compute_optimal(flops, law, model_name or f"optimal-for-{days:g}-days")
@@ -419,6 +446,8 @@ def _fill_deadline(spec, n, days, law, ctx_for, g, model_name):
         r = ctx.run(n)
         evaluated += 1
         last = (None, ctx, m, t)
+        if r is not None:
+            tried.append(r)
         d = math.inf if r is None else r.days
         if d <= days:
             if ok is None or flops > ok[0]:
@@ -434,17 +463,18 @@ def _fill_deadline(spec, n, days, law, ctx_for, g, model_name):
         else:
             flops *= 0.5 if r is None else min(4.0, max(0.25, days / d))
     if ok is None:
-        return (*last, evaluated)
-    return (*ok[1:], evaluated)
+        return (*last, evaluated, tried)
+    return (*ok[1:], evaluated, tried)
 
 
-def _other_layouts(spec, r, g, fabric, stack, pins, s, limits) -> list[SizeOption]:
+def _other_layouts(spec, r, g, fabric, gpus_per_node, stack, pins, s, limits) -> list[SizeOption]:
     """The search's runner-up layouts on the answer's GPU count, their days at the answer's goodput."""
     from .search import search
 
     L = r.layout
     try:
-        res = search(spec, make_cluster(g, r.n_gpus, fabric=fabric), global_batch=int(L["global_batch"]),
+        res = search(spec, make_cluster(g, r.n_gpus, fabric=fabric, gpus_per_node=gpus_per_node),
+                     global_batch=int(L["global_batch"]),
                      seq_len=s, stack=stack, top=3, pins=pins)
     except UserError:
         return []
@@ -458,6 +488,25 @@ def _other_layouts(spec, r, g, fabric, stack, pins, s, limits) -> list[SizeOptio
         if limits.get("days") is not None:
             o.meets["days"] = o.days <= limits["days"]
         out.append(o)
+    return out
+
+
+def _why_notes(r: CampaignResult) -> list[str]:
+    """What holds the answer back, when it is the batch bound or failures (computed from the campaign)."""
+    out = []
+    L = r.layout
+    dp, mb, pp, gb = int(L.get("dp", 1)), int(L.get("micro_batch", 1)), int(L.get("pp", 1)), \
+        int(L.get("global_batch", 1))
+    nmb = gb // max(1, dp * mb)
+    if pp > 1 and nmb < pp:
+        out.append(f"the global batch of {gb:,} sequences gives each of the {dp:,} pipelines {nmb} micro-batch(es) for "
+                   f"{pp} stages: the pipeline bubble takes much of each step (MFU {r.mfu:.1%}); a batch beyond the "
+                   f"batch-size law's bound would fill the pipelines but, by the law, need more tokens for the same "
+                   f"loss")
+    if r.goodput < 0.8 and r.interruptions:
+        out.append(f"goodput {r.goodput:.1%}: {r.interruptions:,.0f} interruptions expected on {r.n_gpus:,} GPUs "
+                   f"(reliability model: per-GPU failure rates of its profile, scaled to this count), so failures "
+                   f"add {1 / r.goodput - 1:.0%} to the failure-free {r.days_failure_free:,.1f} days")
     return out
 
 

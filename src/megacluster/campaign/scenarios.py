@@ -24,7 +24,8 @@ def scenario_names() -> list[str]:
 def get_scenario(name: str) -> dict[str, Any]:
     entries = {s["id"]: s for s in catalog.load("scenarios")["scenarios"]}
     if name not in entries:
-        raise unknown_name("scenario", name, entries)
+        e = unknown_name("scenario", name, entries)
+        raise UserError(str(e).replace("`megacluster catalog` lists", "`megacluster catalog scenarios` lists"))
     return entries[name]
 
 
@@ -87,11 +88,52 @@ def comparisons(r: CampaignResult, published: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+_SIZE_LIMITS = ("days", "max_mw", "budget_usd", "gpus", "compute_flops", "tokens")
+
+
+def size_scenario(name: str, *, site: Optional[str] = None, reliability: bool = True, trials: int = 200,
+                  seed: int = 0, **more: Any):
+    """Answer a sizing scenario (one with a ``size`` entry) with :func:`megacluster.sizing.size`; each limit's
+    source becomes a note."""
+    from ..sizing import size
+
+    sc = get_scenario(name)
+    z = sc.get("size")
+    if z is None:
+        raise UserError(f"scenario {name} is a campaign on a given cluster, not a sizing question; run "
+                        f"`megacluster campaign --scenario {name}` (`megacluster catalog scenarios` lists both kinds)")
+    lim = {k: float(z[k]["value"] if isinstance(z[k], dict) else z[k]) for k in _SIZE_LIMITS if k in z}
+    if "gpus" in lim:
+        lim["gpus"] = int(lim["gpus"])
+    kw = {k: z[k] for k in ("law", "precision", "fabric", "gpus_per_node", "framework", "seq_len") if k in z}
+    kw.update(more)
+    r = size(z.get("model"), lim.pop("tokens", None), z["gpu"], site=site or sc["site"], reliability=reliability,
+             trials=trials, seed=seed, model_name=z.get("model_name", f"{name}-optimal"), **lim, **kw)
+    srcs = [f"{k}: {' '.join(str(z[k]['source']).split())}" for k in _SIZE_LIMITS
+            if isinstance(z.get(k), dict) and z[k].get("source")]
+    if z.get("gpu_source"):
+        srcs.append(f"gpu: {' '.join(str(z['gpu_source']).split())}")
+    r.notes = srcs + r.notes
+    return r
+
+
 def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[Mapping[str, float]] = None,
                  embodied: bool = False, cost_basis: str = "owned", reliability: bool = True,
                  trials: int = 200, seed: int = 0) -> CampaignResult:
-    """Run a named scenario. ``site`` and ``overrides`` (assumption name -> value) replace its own."""
+    """Run a named scenario. ``site`` and ``overrides`` (assumption name -> value) replace its own. A sizing
+    scenario (``size`` entry) runs the campaign of its answer."""
     sc = get_scenario(name)
+    if "size" in sc:
+        if overrides or embodied or cost_basis != "owned":
+            raise UserError(f"scenario {name} is a sizing question: overrides, --embodied and --cloud do not apply")
+        z = size_scenario(name, site=site, reliability=reliability, trials=trials, seed=seed)
+        r = z.campaign
+        r.scenario = name
+        r.notes = [z.answer, f"binding limit: {z.binding_text}"] + z.notes + \
+            [n for n in r.notes if n not in z.notes]
+        r.published = comparisons(r, sc.get("published") or {})
+        r.notes.extend(explain_misses(r, catalog.gpu(z.gpu).peak("bf16")))
+        return r
     load_site(site or sc["site"])            # bad site or override: fail before the search
     apply_overrides({}, overrides or {}, "check")
     cluster = scenario_cluster(sc)
@@ -219,7 +261,13 @@ def explain_misses(r: CampaignResult, peak_bf16_flops: float) -> list[str]:
             out.append(f"{head}: the model's FLOPs per token ({r.model_flops_per_token:.3g}) x "
                        f"{r.tokens:.3g} tokens; the shape and token count are the scenario's")
         elif key in ("mfu", "mfu_effective"):
-            continue                                   # said above
+            shape = r.assumptions.get("model_shape")
+            what = f"the shape of {r.model}" + (" (an assumption: see model_shape)" if shape else " (catalog)")
+            lay = r.layout
+            out.append(f"{head}: the step model's prediction for {lay.get('precision', '')} layout TP{lay.get('tp')} "
+                       f"PP{lay.get('pp')} DP{lay.get('dp')} EP{lay.get('ep', 1)} with a global batch of "
+                       f"{lay.get('global_batch', 0):,}; it rests on {what} and the plan's precision and batch, and "
+                       f"the step model's error on published runs reaches 25% (README, Validation)")
         else:
             drivers = [f"{k} {r.assumptions[k].value:g}" for k in _DRIVERS.get(key, ()) if k in r.assumptions
                        and not isinstance(r.assumptions[k].value, str)]
