@@ -256,9 +256,14 @@ def _smallest_for_days(ctx: _Ctx, days: float, n_hi: int, per_node: int) -> tupl
     doublings = sorted(set(doublings))
     seen: list[int] = []
     prev = None
+    best = math.inf
     for p in doublings:
         seen.append(p)
-        if _days(ctx.run(p)) <= days:
+        d = _days(ctx.run(p))
+        if d > best:               # slower than half as many GPUs: failures outgrow the speed-up; stop
+            break
+        best = min(best, d)
+        if d <= days:
             lo_i = pts.index(prev) if prev is not None else -1
             hi_i = pts.index(p)
             while hi_i - lo_i > 1:                      # invariant: pts[hi_i] meets the deadline
@@ -270,6 +275,22 @@ def _smallest_for_days(ctx: _Ctx, days: float, n_hi: int, per_node: int) -> tupl
                     lo_i = mid
             return pts[hi_i], seen
         prev = p
+    # no count meets the deadline: look for the fastest between the doublings around the fastest scanned
+    # (days fall with more GPUs until failures outgrow the speed-up: a ternary search on the grid)
+    fastest = min((k for k in ctx.cache if ctx.cache[k] is not None), key=lambda k: ctx.cache[k].days,
+                  default=None)
+    if fastest is not None:
+        lo_i = max(0, pts.index(fastest) - STEPS_PER_DOUBLING) if fastest in pts else 0
+        hi_i = min(len(pts) - 1, (pts.index(fastest) if fastest in pts else 0) + STEPS_PER_DOUBLING)
+        while hi_i - lo_i > 2:
+            m1, m2 = lo_i + (hi_i - lo_i) // 3, hi_i - (hi_i - lo_i) // 3
+            seen += [pts[m1], pts[m2]]
+            if _days(ctx.run(pts[m1])) <= _days(ctx.run(pts[m2])):
+                hi_i = m2
+            else:
+                lo_i = m1
+        for i in range(lo_i, hi_i + 1):
+            ctx.run(pts[i])
     return None, seen
 
 
@@ -528,6 +549,10 @@ def _binding_text(binding: str, question: str, feasible: bool, r: CampaignResult
     if question == "smallest cluster" and feasible:
         return (f"the deadline: {r.n_gpus:,} GPUs is the smallest count on the grid that ends within "
                 f"{limits['days']:g} days ({r.days:,.1f}); power and budget leave room")
+    if question == "smallest cluster" and binding == "days":
+        return (f"no cluster ends in {limits['days']:g} days: the fastest found takes {r.days:,.1f} days on "
+                f"{r.n_gpus:,} GPUs (goodput {r.goodput:.1%}); twice as many GPUs were slower (failures grow "
+                f"faster than the step speeds up)")
     if question == "smallest cluster":
         return (f"no cluster within the {_LIMIT_NAMES[binding]} ends in {limits['days']:g} days: the fastest "
                 f"takes {r.days:,.1f} days on {r.n_gpus:,} GPUs")
