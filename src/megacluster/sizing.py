@@ -145,7 +145,7 @@ def _cap(limits: Mapping[str, Optional[float]], mw_per_gpu: float, usd_per_gpu: 
     n = int(given[key] // per_node) * per_node if key != "gpus" else int(given[key])
     if n < per_node:
         raise UserError(f"the {_LIMIT_NAMES[key]} allows only {given[key]:,.1f} GPUs, less than one "
-                        f"{per_node}-GPU node; raise it")
+                        f"{per_node}-GPU node or NVLink domain; raise it")
     return min(n, MAX_GPUS), key
 
 
@@ -340,7 +340,8 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
     pins: dict[str, Any] = {} if precision == "any" else {"precision": precision}
     limits: dict[str, Optional[float]] = {"days": days, "max_mw": max_mw, "budget_usd": budget_usd,
                                           "gpus": float(gpus) if gpus else None}
-    per_node = make_cluster(g, 8, gpus_per_node=gpus_per_node).node.gpus_per_node
+    node = make_cluster(g, 8, gpus_per_node=gpus_per_node).node
+    per_node = max(node.gpus_per_node, node.nvlink_domain)      # whole servers, whole NVL72 racks
     mw_per_gpu, usd_per_gpu = per_gpu_limits(g, site, overrides)
     n_hi, cap_key = _cap(limits, mw_per_gpu, usd_per_gpu, per_node)
     law_text = None
