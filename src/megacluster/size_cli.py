@@ -44,7 +44,11 @@ def print_size(r, console) -> None:
         console.print(f"scaling law: {r.scaling_law}")
     for n in r.notes:
         console.print(f"note: {n}")
-    console.print(f"interval: {r.interval_note}")
+    if r.interval and "days" in r.interval:
+        lo, hi = r.interval["days"]
+        console.print(f"interval: {lo:,.1f}-{hi:,.1f} days ({r.interval_note})")
+    else:
+        console.print(f"interval: none ({r.interval_note})")
     console.print(f"({r.evaluated} campaigns evaluated in {r.seconds:.1f} s)")
 
 

@@ -98,7 +98,8 @@ class SizeResult(BaseModel):
     batch_bound: Optional[str] = None
     scaling_law: Optional[str] = None
     options: list[SizeOption] = []
-    interval: Optional[dict[str, float]] = None
+    interval: Optional[dict[str, Any]] = Field(None, description="80% intervals of the answer's figures "
+                                               "(megacluster.uncertainty, through the campaign) or null")
     interval_note: str = INTERVAL_NOTE
     notes: list[str] = []
     evaluated: int = Field(0, description="campaigns evaluated to find the answer")
@@ -432,6 +433,7 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
             options.append(_option(rb, limits, "next size up: more margin"))
     options += _other_layouts(spec, r, g, fabric, gpus_per_node, stack, pins, s, limits)
     notes += _why_notes(r)
+    interval, interval_note = _interval(r)
     slack = _slack(r, limits)
     text = _answer_text(question, spec, tokens, r, binding, feasible, limits)
     notes += [n_ for n_ in r.notes if "global batch" in n_]
@@ -445,6 +447,7 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
         capex_usd=r.capex_usd, cost_usd=r.cost_usd, binding=binding,
         binding_text=_binding_text(binding, question, feasible, r, limits), limits=limits, slack=slack,
         batch_bound=ctx.bound.text() if ctx.bound is not None else None, scaling_law=law_text, options=options,
+        interval=interval, interval_note=interval_note,
         notes=notes, evaluated=evaluated, seconds=time.perf_counter() - t0, campaign=r)
 
 
@@ -511,6 +514,18 @@ def _other_layouts(spec, r, g, fabric, gpus_per_node, stack, pins, s, limits) ->
             o.meets["days"] = o.days <= limits["days"]
         out.append(o)
     return out
+
+
+def _interval(r: CampaignResult) -> tuple[Optional[dict[str, Any]], str]:
+    """The answer's intervals where the campaign carries them (``intervals``, from megacluster.uncertainty once
+    it is part of the campaign), else None and the reason."""
+    iv = getattr(r, "intervals", None)
+    if not iv:
+        return None, INTERVAL_NOTE
+    keep = {k: list(v) for k, v in iv.items() if k in ("days", "days_failure_free", "mfu", "gpu_hours")}
+    basis = getattr(r, "interval_basis", None)
+    return keep or None, ("80% intervals of the step model's figures (megacluster.uncertainty)" +
+                          (f"; basis: {basis}" if basis else ""))
 
 
 def _why_notes(r: CampaignResult) -> list[str]:
