@@ -110,3 +110,15 @@ def test_every_scenario_has_sources():
             assert len(sc["cluster_source"]) > 20
         for p in (sc.get("published") or {}).values():
             assert len(str(p["source"])) > 10
+
+
+def test_interval_comes_from_the_campaign_when_it_carries_one():
+    from types import SimpleNamespace
+
+    from megacluster.sizing import _interval
+
+    iv, note = _interval(SimpleNamespace(intervals={"days": [50.0, 70.0], "tokens_per_s": [1.0, 2.0]},
+                                         interval_basis="hopper/megatron"))
+    assert iv == {"days": [50.0, 70.0]} and "uncertainty" in note and "hopper/megatron" in note
+    iv, note = _interval(SimpleNamespace())
+    assert iv is None and "not computed" in note
