@@ -67,6 +67,7 @@ def test_compute_budget_picks_the_model_by_the_law():
     (dict(model="llama3.1-8b", tokens=1e12, days=3, precision="fp4"), "--precision must be"),
     (dict(compute_flops=1e23, days=3, law="kaplan"), "unknown scaling law"),
     (dict(model="llama3.1-8b", tokens=1e12, max_mw=1e-6), "less than one"),
+    (dict(model="llama3.1-8b", tokens="15.6T", days=3), "--tokens must be a positive number"),
 ])
 def test_bad_input_raises_one_line(kw, msg):
     with pytest.raises(UserError, match=msg):

@@ -302,12 +302,13 @@ def _flops_per_token(model: ModelSpec, seq_len: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ entry point
-def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = None, gpu: Union[str, GPUSpec] = "h100-sxm",
+def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = None,
+         gpu: Union[str, GPUSpec] = "h100-sxm",
          *, days: Optional[float] = None, max_mw: Optional[float] = None, budget_usd: Optional[float] = None,
          gpus: Optional[int] = None, compute_flops: Optional[float] = None, law: str = "chinchilla",
          site: str = "us-average", fabric: Optional[str] = None, gpus_per_node: Optional[int] = None,
-         framework: Optional[str] = None,
-         precision: str = "bf16", seq_len: Optional[int] = None, global_batch: Optional[int] = None,
+         framework: Optional[str] = None, precision: str = "bf16", seq_len: Optional[int] = None,
+         global_batch: Optional[int] = None,
          overrides: Optional[Mapping[str, float]] = None, reliability: bool = True, trials: int = 200,
          seed: int = 0, reliability_profile: Optional[str] = None, model_name: str = "") -> SizeResult:
     """Size a training campaign (see the module docstring for the four questions).
@@ -323,7 +324,8 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
     g = catalog.gpu(gpu) if isinstance(gpu, str) else gpu
     for name, v in (("days", days), ("max_mw", max_mw), ("budget_usd", budget_usd), ("gpus", gpus),
                     ("compute_flops", compute_flops), ("tokens", tokens)):
-        if v is not None and (isinstance(v, bool) or not v > 0 or not math.isfinite(float(v))):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or
+                              not math.isfinite(v)):
             raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
     if precision not in ("bf16", "fp8", "any"):
         raise UserError(f"--precision must be bf16, fp8 or any, got {precision!r}")
@@ -359,8 +361,8 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
     s = int(seq_len or (spec.seq_len if spec else 8192))
 
     def ctx_for(m: ModelSpec, t: float, n_trials: int = min(trials, SEARCH_TRIALS)) -> _Ctx:
-        return _Ctx(m, t, g, site, fabric, gpus_per_node, stack, pins, s, global_batch, overrides or {}, reliability, n_trials,
-                    seed, reliability_profile)
+        return _Ctx(m, t, g, site, fabric, gpus_per_node, stack, pins, s, global_batch, overrides or {}, reliability,
+                    n_trials, seed, reliability_profile)
 
     evaluated = 0
     extra_options: list[SizeOption] = []
