@@ -177,12 +177,13 @@ class _Ctx:
                  gpus_per_node: Optional[int],
                  stack: StackSpec, pins: dict[str, Any], seq_len: int, global_batch: Optional[int],
                  overrides: Mapping[str, float], reliability: bool, trials: int, seed: int,
-                 profile: Optional[str]):
+                 profile: Optional[str], cluster_kw: Optional[Mapping[str, Any]] = None,
+                 bounds: Optional[tuple[int, int]] = None):
         self.model, self.tokens, self.gpu, self.site, self.fabric = model, tokens, gpu, site, fabric
         self.gpus_per_node = gpus_per_node
         self.stack, self.pins, self.seq_len, self.global_batch = stack, pins, seq_len, global_batch
         self.overrides, self.reliability, self.trials, self.seed = overrides, reliability, trials, seed
-        self.profile = profile
+        self.profile, self.cluster_kw, self.fixed_bounds = profile, dict(cluster_kw or {}), bounds
         self.cache: dict[int, Optional[CampaignResult]] = {}
         self.steps: dict[int, tuple[Any, str]] = {}        # GPU count -> (step, plan source)
         self.bound = None
@@ -191,10 +192,10 @@ class _Ctx:
         """The campaign on ``n`` GPUs (None when the model fits no layout there)."""
         if n in self.cache:
             return self.cache[n]
-        cluster = make_cluster(self.gpu, n, fabric=self.fabric, gpus_per_node=self.gpus_per_node)
-        bounds = None
+        cluster = make_cluster(self.gpu, n, fabric=self.fabric, gpus_per_node=self.gpus_per_node, **self.cluster_kw)
+        bounds = self.fixed_bounds
         extra = {}
-        if self.global_batch is None:
+        if self.global_batch is None and bounds is None:
             self.bound = law_batch_bound(self.model, self.tokens, self.seq_len)
             bounds = (self.bound.low_sequences, self.bound.high_sequences)
             extra["global_batch_bound"] = batch_assumption(self.bound)
@@ -492,6 +493,33 @@ def _fill_deadline(spec, n, days, law, ctx_for, g, model_name):
     if ok is None:
         return (*last, evaluated, tried)
     return (*ok[1:], evaluated, tried)
+
+
+def largest_model_for_days(cluster: Any, days: float, *, site: str, law: str = "chinchilla",
+                           stack: Optional[StackSpec] = None, pins: Optional[Mapping[str, Any]] = None,
+                           seq_len: Optional[int] = None, global_batch: Optional[int] = None,
+                           global_batch_bounds: Optional[tuple[int, int]] = None,
+                           overrides: Optional[Mapping[str, float]] = None, reliability: bool = True,
+                           trials: int = 200, seed: int = 0, reliability_profile: Optional[str] = None,
+                           model_name: str = "") -> tuple[ModelSpec, float, Any]:
+    """The largest compute-optimal model (``law``) that ``cluster`` (a ClusterSpec, all of its GPUs) trains
+    within ``days``, failures counted, with the plan's constraints (the named scenarios' sizing). Returns
+    (model, tokens, step estimate of its plan)."""
+    node = cluster.node
+    kw = {"nic_gbps": node.nic_gbps, "nics_per_node": node.nics_per_node}
+    s = int(seq_len or 8192)
+
+    def ctx_for(m: ModelSpec, t: float, n_trials: int = min(trials, SEARCH_TRIALS)) -> _Ctx:
+        return _Ctx(m, t, cluster.gpu, site, cluster.fabric.id, node.gpus_per_node, stack or StackSpec(),
+                    dict(pins or {}), int(seq_len or m.seq_len), global_batch, overrides or {}, reliability,
+                    n_trials, seed, reliability_profile, cluster_kw=kw,
+                    bounds=tuple(global_batch_bounds) if global_batch_bounds else None)
+
+    r, ctx, model, tokens, _, _ = _fill_deadline(None, cluster.n_gpus, days, law, ctx_for, cluster.gpu,
+                                                 model_name or f"optimal-for-{days:g}-days")
+    if r is None:
+        raise UserError(f"no compute-optimal model fits {cluster.n_gpus:,} x {cluster.gpu.id} (seq {s})")
+    return model, tokens, ctx.steps[cluster.n_gpus][0]
 
 
 def _other_layouts(spec, r, g, fabric, gpus_per_node, stack, pins, s, limits) -> list[SizeOption]:

@@ -13,8 +13,7 @@ from ..specs import ModelSpec, StackSpec
 from . import carbon, chinchilla
 from .assumptions import Assumption, apply_overrides, value
 from .sites import load_site
-from .campaign import (SECONDS_PER_DAY, CampaignResult, _reliability, batch_assumption, batch_note,
-                       campaign_from_step, law_batch_bound, resolve_step)
+from .campaign import CampaignResult, batch_assumption, batch_note, campaign_from_step, law_batch_bound, resolve_step
 
 
 def scenario_names() -> list[str]:
@@ -166,31 +165,24 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
             model, tokens = chinchilla.optimal_for_compute(float(co["training_flops"]), tpp, mname)
             extra["training_flops_budget"] = Assumption(value=float(co["training_flops"]), unit="FLOP", source=src)
         else:
-            # size to a wall-clock budget: C = GPUs x peak x MFU x days x goodput, iterated on the step MFU
+            # size to a wall-clock budget: the largest compute-optimal model the cluster trains in `days`,
+            # failures counted (megacluster.sizing's deadline search)
+            from ..sizing import largest_model_for_days
+
             days = float(co["days"])
-            peak = cluster.gpu.peak("bf16")
-            goodput = float(user.get("goodput", 0.0)) or (0.9 if reliability else 1.0)
-            mfu = float(user.get("mfu", 0.4))
-            model = None
-            for _ in range(5):
-                if "goodput" not in user and reliability:  # goodput of days x goodput failure-free days
-                    rel = _reliability(cluster.n_gpus, days * goodput, profile, model, trials, seed)
-                    goodput = float(rel.goodput_mean) if rel is not None else 1.0
-                budget = cluster.n_gpus * peak * mfu * days * SECONDS_PER_DAY * goodput
-                model, _ = chinchilla.optimal_for_compute(budget, tpp, mname)
-                tokens = tpp * model.params_total
-                bounds, bound = plan_batch(plan, model, tokens)
-                step, _src = resolve_step(model, cluster, stack=_stack(plan), global_batch=plan.get("global_batch"),
-                                          seq_len=plan.get("seq_len"), pins=plan.get("pins"),
-                                          global_batch_bounds=bounds)
-                done = "mfu" in user or abs(step.mfu - mfu) < 0.002
-                if "mfu" not in user:
-                    mfu = float(step.mfu)
-                if done:
-                    break
+            if tpp != chinchilla.TOKENS_PER_PARAM:
+                raise UserError(f"scenario {name}: sizing to days takes Chinchilla's {chinchilla.TOKENS_PER_PARAM:g} "
+                                f"tokens per parameter, got {tpp:g}")
+            model, tokens, step = largest_model_for_days(
+                cluster, days, site=site or sc["site"], stack=_stack(plan), pins=plan.get("pins"),
+                seq_len=plan.get("seq_len"), global_batch=plan.get("global_batch"),
+                global_batch_bounds=plan.get("global_batch_bounds"), overrides=user, reliability=reliability,
+                trials=trials, seed=seed, reliability_profile=profile, model_name=mname)
+            _, bound = plan_batch(plan, model, tokens)
+            budget = chinchilla.flops_per_token(model) * tokens
             extra["training_flops_budget"] = Assumption(value=budget, unit="FLOP", source=src)
-            notes.append(f"sized by Chinchilla (Hoffmann et al. 2022, {tpp:g} tokens/parameter) for {days:g} days at "
-                         f"the step model's MFU {mfu:.1%} and goodput {goodput:.1%}")
+            notes.append(f"sized by Chinchilla (Hoffmann et al. 2022, {tpp:g} tokens/parameter): the largest model "
+                         f"whose campaign on this cluster, failures counted, ends within {days:g} days")
         extra["model_shape"] = Assumption(value=f"{model.name}: {model.n_layers} layers, d_model {model.d_model}, "
                                                 f"{model.params_total / 1e9:,.0f}B params", unit="shape",
                                           source=src + "; " + chinchilla.LLAMA3_SHAPE_SOURCE)
