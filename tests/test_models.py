@@ -66,6 +66,8 @@ PUBLISHED = [
     ("mixtral-8x7b", 46.7 * B, 12.9 * B, 0.005, "Mistral AI, Mixtral of experts"),
     ("mixtral-8x22b", 141 * B, 39 * B, 0.01, "Mistral AI, Mixtral 8x22B"),
     ("grok-1", 314 * B, None, 0.01, "xai-org/grok-1 README"),
+    ("llama4-maverick", 400 * B, 17 * B, 0.02, "Llama 4 model card (17B active, 400B total)"),
+    ("llama4-behemoth", 2000 * B, 288 * B, 0.02, "Meta AI, The Llama 4 herd (288B active, nearly 2T total)"),
     # DeepSeek's 37B counts the output head but not the input embedding (see test_deepseek_v3_active)
     ("deepseek-v3", 671 * B, 37 * B, 0.02, "DeepSeek-V3 report"),
     ("deepseek-v2", 236 * B, 21 * B, 0.02, "DeepSeek-V2 report section 3.1.2: 236B total, 21B activated"),
@@ -192,9 +194,29 @@ CATALOG_TWINS = [("Llama-3.1-8B", "llama3.1-8b"), ("Mixtral-8x7B-v0.1", "mixtral
 def test_hf_config_matches_catalog(folder, mid):
     got = model_from_file(HF / folder / "config.json")
     want = model(mid)
-    assert got.model_dump(exclude={"name", "source"}) == want.model_dump(exclude={"name", "source"})
-    assert got.name == folder
+    skip = {"name", "source", "seq_len"}
+    assert got.model_dump(exclude=skip) == want.model_dump(exclude=skip)
+    # the training context: the config's original one, else its maximum capped at 8,192 (Mixtral's catalog
+    # entry keeps its published 32K; the config alone cannot tell)
+    assert got.seq_len == min(want.seq_len, 8192)
+    assert got.name == json.loads((HF / folder / "config.json").read_text())["model_type"]  # not the folder
     assert "config.json" in got.source
+
+
+def test_hf_config_seq_len_is_not_the_maximum_context(tmp_path):
+    """A config without rope_scaling states only its longest context (131,072 for Llama 3.1): the training
+    context defaults to 8,192, and the name comes from the config, not the folder ("tmp...")."""
+    data = json.loads((HF / "Llama-3.1-8B" / "config.json").read_text())
+    data.pop("rope_scaling")
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(data))
+    m = model_from_file(f)
+    assert m.seq_len == 8192 and m.name == "llama"
+    data["_name_or_path"] = "meta-llama/Llama-3.1-8B"
+    data["max_position_embeddings"] = 4096
+    f.write_text(json.dumps(data))
+    m = model_from_file(f)
+    assert m.seq_len == 4096 and m.name == "meta-llama/Llama-3.1-8B"
 
 
 # folder, published total, published active, tolerance, where
@@ -221,7 +243,7 @@ def test_hf_shapes():
     assert qwen3.head_dim == 128 and qwen3.hd == 128 and qwen3.tied_embeddings  # 16 x 128 != 1024
     assert qwen3.params_total - qwen3.embedding_params == pytest.approx(0.44 * B, rel=0.01)
     mistral = model_from_file(HF / "Mistral-7B-v0.1" / "config.json")
-    assert mistral.head_dim is None and mistral.seq_len == 32768
+    assert mistral.head_dim is None and mistral.seq_len == 8192  # max_position_embeddings 32768, capped
     ds = model_from_file(HF / "DeepSeek-V3" / "config.json")
     assert ds.seq_len == 4096 and ds.mla.kv_lora_rank == 512 and ds.moe.n_dense_layers == 3
 

@@ -32,6 +32,7 @@ def _register() -> None:
     for mod in ("reliability", "campaign", "runtime"):
         module = __import__(f"megacluster.{mod}.cli", fromlist=["register"])
         module.register(app)
+    __import__("megacluster.size_cli", fromlist=["register"]).register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -525,7 +525,8 @@ def _nothing_fits(model, cluster, stack, seq_len, target, lo, hi, P, tp_within_n
     if bigger:
         hints.append(f"use a GPU with more memory ({bigger[-1].id}: {bigger[-1].hbm_gib:g} GiB)")
     if seq_len > 4096 and "cp" not in P:
-        hints.append("use a shorter sequence or pin cp (context parallelism)")
+        hints.append(f"use a shorter sequence (--seq-len {8192 if seq_len > 8192 else seq_len // 2}) or pin cp "
+                     "(context parallelism)")
     if headroom:
         hints.append("keep less memory headroom")
     msg = f"{model.name} does not fit on {cluster.n_gpus:,} x {g.id} ({cap_txt} each) with any layout searched{where}"
@@ -597,7 +598,8 @@ def falloff_reason(prev: StepEstimate, cur: StepEstimate, prev_cluster: ClusterS
     nmb = L.n_microbatches
     why = {"bubble": f"pipeline bubble ({share:.0%} of the step): pp={L.pp} with {nmb} micro-batches",
            "dp_comm": f"DP communication ({share:.0%} of the step): {L.dp * L.cp}-way gradient "
-                      f"reduction over {L.tp * L.cp * L.dp:,} GPUs",
+                      f"reductions, {L.tp * L.pp:,} of them at once over all {cur.n_gpus:,} GPUs (each group "
+                      f"spread over {L.tp * L.cp * L.dp:,} GPUs of one pipeline stage)",
            "pp_comm": f"pipeline send/recv ({share:.0%} of the step) over pp={L.pp}",
            "tp_comm": f"TP communication ({share:.0%} of the step) at tp={L.tp}",
            "cp_comm": f"CP communication ({share:.0%} of the step) at cp={L.cp}",

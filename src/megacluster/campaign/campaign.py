@@ -296,6 +296,21 @@ def resolve_step(model: ModelSpec, cluster: ClusterSpec, layout: Optional[Layout
     return best, "searched"
 
 
+def law_batch_bound(model: ModelSpec, tokens: float, seq_len: Optional[int] = None):
+    """The global-batch bound (:mod:`megacluster.campaign.batch`) of training ``model`` on ``tokens`` tokens."""
+    from ..physics.flops import model_flops_per_token
+    from .batch import batch_bound
+
+    s = int(seq_len or model.seq_len)
+    return batch_bound(float(model_flops_per_token(model, s)) * tokens, s)
+
+
+def batch_assumption(bound: Any) -> Assumption:
+    """The batch bound as a campaign assumption (printed with its source)."""
+    return Assumption(value=f"{bound.low_sequences:,}-{bound.high_sequences:,} sequences", unit="global batch",
+                      source=f"{bound.text()}; {bound.source}; half of B_opt and up: the paper's near-optimal band")
+
+
 SPARE_FRACTION = 0.05   # at most this share of a cluster is left out of the job as hot spares
 
 
@@ -327,8 +342,26 @@ def run_campaign(model: Union[str, ModelSpec], tokens: float, cluster: ClusterSp
     spec = catalog.model(model) if isinstance(model, str) else model
     load_site(site)                          # bad site or override: fail before the search
     apply_overrides({}, kwargs.get("overrides") or {}, "check")
-    step, source = resolve_step(spec, cluster, layout, stack, global_batch, seq_len, pins)
+    bounds = None
+    if layout is None and global_batch is None and not (pins and "global_batch" in pins):
+        bound = law_batch_bound(spec, tokens, seq_len)
+        bounds = (bound.low_sequences, bound.high_sequences)
+        extra = dict(kwargs.pop("extra_assumptions", None) or {})
+        extra["global_batch_bound"] = batch_assumption(bound)
+        kwargs["extra_assumptions"] = extra
+    step, source = resolve_step(spec, cluster, layout, stack, global_batch, seq_len, pins,
+                                global_batch_bounds=bounds)
     kwargs.setdefault("plan_source", source)
-    return campaign_from_step(step, tokens=tokens, gpu=cluster.gpu, n_gpus=cluster.n_gpus,
-                              gpus_per_node=cluster.node.gpus_per_node, site=site, model=spec,
-                              model_name=kwargs.pop("model_name", spec.name), **kwargs)
+    r = campaign_from_step(step, tokens=tokens, gpu=cluster.gpu, n_gpus=cluster.n_gpus,
+                           gpus_per_node=cluster.node.gpus_per_node, site=site, model=spec,
+                           model_name=kwargs.pop("model_name", spec.name), **kwargs)
+    if bounds is not None:
+        r.notes.insert(0, batch_note(step, bound))
+    return r
+
+
+def batch_note(step: Any, bound: Any) -> str:
+    """One line: the global batch the plan took and the law's bound it was chosen within."""
+    L = step.layout
+    return (f"global batch {L.global_batch:,} sequences ({L.global_batch * L.seq_len / 1e6:,.1f}M tokens), chosen by "
+            f"the search within the {bound.text()}")

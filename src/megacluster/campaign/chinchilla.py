@@ -61,3 +61,32 @@ def optimal_for_compute(training_flops: float, tokens_per_param: float = TOKENS_
         k = flops_per_token(model) / model.params_total
         model = dense_llama3_family(math.sqrt(training_flops / (tokens_per_param * k)), name)
     return model, training_flops / flops_per_token(model)
+
+
+# Compute-optimal scaling laws: name -> (tokens for a budget C in FLOP, source).
+LLAMA3_TOKENS_COEFF, LLAMA3_TOKENS_EXPONENT = 0.299, 0.537
+LAWS = {
+    "chinchilla": ("Hoffmann et al. 2022 (Chinchilla, arXiv 2203.15556): about 20 training tokens per parameter, "
+                   "D = 20 N"),
+    "llama3": ("Llama 3 paper (arXiv 2407.21783) section 3.2.1: compute-optimal tokens N*(C) = 0.299 C^0.537, "
+               "fitted over 6e18-1e22 FLOP (402B parameters on 16.55T tokens at 3.8e25)"),
+}
+
+
+def compute_optimal(training_flops: float, law: str = "chinchilla", name: str = "") -> tuple[ModelSpec, float]:
+    """The compute-optimal dense model (Llama 3 family shape) and its tokens for a budget of ``training_flops``
+    FLOP under a named scaling law (:data:`LAWS`). The tokens are the budget over the model's FLOPs per
+    token, so the model spends the budget exactly. Returns (model, tokens)."""
+    if law not in LAWS:
+        raise UserError(f"unknown scaling law {law!r}; known: {', '.join(LAWS)}")
+    if not training_flops > 0:
+        raise UserError(f"the compute budget must be positive, got {training_flops:g} FLOP")
+    if law == "chinchilla":
+        return optimal_for_compute(training_flops, TOKENS_PER_PARAM, name)
+    tokens = LLAMA3_TOKENS_COEFF * training_flops ** LLAMA3_TOKENS_EXPONENT
+    k = 6.0
+    model = dense_llama3_family(training_flops / (k * tokens), name)
+    for _ in range(3):
+        k = flops_per_token(model) / model.params_total
+        model = dense_llama3_family(training_flops / (k * tokens), name)
+    return model, training_flops / flops_per_token(model)

@@ -7,9 +7,9 @@ import re
 from typing import Any, List, Optional, Tuple
 
 import typer
-from rich.console import Console
 
 from ..errors import UserError
+from ..report.tables import wide_console
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
 
@@ -55,19 +55,25 @@ def campaign(
     gpus: Optional[int] = typer.Option(None, "--gpus", "-n", help="number of GPUs"),
     fabric: Optional[str] = typer.Option(None, "--fabric", help="scale-out fabric id"),
     nic_gbps: Optional[float] = typer.Option(None, "--nic-gbps", help="NIC line rate, Gb/s"),
-    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node"),
+    gpus_per_node: Optional[int] = typer.Option(None, "--gpus-per-node", help="GPUs per server (default: the "
+                                                "GPU's usual node, 8 for HGX)"),
     site: Optional[str] = typer.Option(None, "--site", help="site id (memphis-tn, us-average, "
                                        "hyperscale-liquid-cooled) or a site YAML file"),
     plan: Optional[str] = typer.Option(None, "--plan", help="plan file (else the plan is searched)"),
     global_batch: Optional[int] = typer.Option(None, "--global-batch", help="sequences per step, for the search"),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="sequence length, for the search"),
     pue: Optional[float] = typer.Option(None, "--pue", help="override the site's PUE"),
-    grid_gco2_per_kwh: Optional[float] = typer.Option(None, "--grid-gco2-per-kwh"),
-    electricity_usd_per_kwh: Optional[float] = typer.Option(None, "--electricity-usd-per-kwh"),
-    wue_l_per_kwh: Optional[float] = typer.Option(None, "--wue-l-per-kwh"),
-    grid_water_l_per_kwh: Optional[float] = typer.Option(None, "--grid-water-l-per-kwh"),
-    gpu_price_usd: Optional[float] = typer.Option(None, "--gpu-price-usd"),
-    cloud_usd_per_gpu_hour: Optional[float] = typer.Option(None, "--cloud-usd-per-gpu-hour"),
+    grid_gco2_per_kwh: Optional[float] = typer.Option(None, "--grid-gco2-per-kwh",
+                                                      help="override the site's grid carbon intensity, gCO2e/kWh"),
+    electricity_usd_per_kwh: Optional[float] = typer.Option(None, "--electricity-usd-per-kwh",
+                                                            help="override the site's electricity price, USD/kWh"),
+    wue_l_per_kwh: Optional[float] = typer.Option(None, "--wue-l-per-kwh",
+                                                  help="override the site's on-site water, litres per IT kWh"),
+    grid_water_l_per_kwh: Optional[float] = typer.Option(None, "--grid-water-l-per-kwh",
+                                                         help="override the grid's water, litres per kWh generated"),
+    gpu_price_usd: Optional[float] = typer.Option(None, "--gpu-price-usd", help="override the GPU's unit price, USD"),
+    cloud_usd_per_gpu_hour: Optional[float] = typer.Option(None, "--cloud-usd-per-gpu-hour",
+                                                           help="cloud rental price, USD per GPU-hour (with --cloud)"),
     mfu: Optional[float] = typer.Option(None, "--mfu", help="pin the MFU (fraction) instead of the step model's"),
     goodput: Optional[float] = typer.Option(None, "--goodput", help="fix the goodput instead of simulating failures"),
     set_: List[str] = typer.Option([], "--set", help="override any assumption: NAME=VALUE (repeatable)"),
@@ -75,7 +81,7 @@ def campaign(
     cloud: bool = typer.Option(False, "--cloud", help="cost as cloud rental per GPU-hour instead of owning"),
     no_failures: bool = typer.Option(False, "--no-failures", help="leave failures out (goodput 1)"),
     trials: int = typer.Option(200, "--trials", help="Monte Carlo trials of the reliability model"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="random seed of the reliability Monte Carlo"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
 ) -> None:
     """A whole training campaign: days, GPU-hours, megawatts, energy, water, carbon and cost, every
@@ -91,7 +97,7 @@ def campaign(
     overrides.update(_sets(set_))
     common = dict(overrides=overrides, embodied=embodied, cost_basis="cloud" if cloud else "owned",
                   reliability=not no_failures, trials=trials, seed=seed)
-    console = Console(width=160) if not as_json else None
+    console = wide_console() if not as_json else None
     explicit = any(x is not None for x in (model, tokens, gpu, gpus, plan))
 
     if compare:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .campaign import CampaignResult
+from .facility import liters_to_gallons
 
 
 def _si(x: float, digits: int = 3) -> str:
@@ -36,6 +37,18 @@ def _iv(r: CampaignResult, key: str, fmt: Callable[[float], str]) -> str:
     return "" if not iv else f" (80%: {fmt(iv[0])} - {fmt(iv[1])})"
 
 
+def _big(x: float) -> str:
+    for scale, word in ((1e9, "billion"), (1e6, "million")):
+        if abs(x) >= scale:
+            return f"{x / scale:,.3g} {word}"
+    return f"{x:,.0f}"
+
+
+def _water(liters: float) -> str:
+    """Water in litres and US gallons, one unit system stated twice the same way."""
+    return f"{_big(liters)} L ({_big(liters_to_gallons(liters))} US gal)"
+
+
 # (label, getter, unit)
 ROWS: list[tuple[str, Callable[[CampaignResult], Optional[str]], str]] = [
     ("wall clock, with failures", lambda r: f"{r.days:.1f}" + _iv(r, "days", "{:.1f}".format), "days"),
@@ -55,8 +68,8 @@ ROWS: list[tuple[str, Callable[[CampaignResult], Optional[str]], str]] = [
     ("IT power, average / peak", lambda r: f"{r.avg_it_mw:.1f} / {r.peak_it_mw:.1f}", "MW"),
     ("facility power, average / peak", lambda r: f"{r.avg_facility_mw:.1f} / {r.peak_facility_mw:.1f}", "MW"),
     ("energy (facility)", lambda r: f"{r.energy_mwh:,.0f}", "MWh"),
-    ("on-site water", lambda r: f"{r.water_onsite_gallons_per_day / 1e6:,.2f}M", "US gal/day"),
-    ("water, on-site + off-site", lambda r: f"{r.water_total_liters / 1e9:,.3g}", "billion L"),
+    ("on-site water", lambda r: _water(r.water_onsite_liters / r.days), "per day"),
+    ("water, on-site + off-site", lambda r: _water(r.water_total_liters), "whole run"),
     ("emissions, location-based", lambda r: f"{r.co2e_operational_tonnes:,.0f}", "tCO2e"),
     ("emissions, embodied", lambda r: None if r.co2e_embodied_tonnes is None else f"{r.co2e_embodied_tonnes:,.0f}",
      "tCO2e"),
@@ -80,10 +93,22 @@ def _short(text: str, limit: int = 220) -> str:
     return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
+def layout_text(lay: dict[str, Any]) -> str:
+    """A campaign's layout as the other commands write it: ``TP8 PP8 DP1562 mb1 none Z1 bf16``, then the
+    global batch and sequence length."""
+    from ..specs import Layout
+
+    try:
+        label = Layout(**lay).label()
+    except Exception:          # a layout from an older plan file: its degrees as given
+        label = " ".join(f"{k.upper()}{lay[k]}" for k in ("tp", "pp", "dp", "cp", "ep") if k in lay)
+    extra = [f"global batch {lay['global_batch']:,}" if "global_batch" in lay else "",
+             f"sequence {lay['seq_len']:,}" if "seq_len" in lay else ""]
+    return ", ".join([label] + [e for e in extra if e])
+
+
 def _header(r: CampaignResult, title: Optional[str]) -> str:
-    lay = r.layout
-    keys = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len")
-    plan = " ".join(f"{k}={lay[k]}" for k in keys if k in lay)
+    plan = layout_text(r.layout)
     params = f" ({r.params_total / 1e9:,.0f}B params)" if r.params_total else ""
     head = f"[bold]{title}[/bold]\n" if title else ""
     return (f"{head}model {r.model}{params}, {r.tokens / 1e12:,.2f}T tokens on {r.n_gpus:,} x {r.gpu} at "

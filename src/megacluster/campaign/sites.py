@@ -60,6 +60,7 @@ def load_site(name: str) -> tuple[str, dict[str, Assumption]]:
         return _parse(data, name)
     entries = {s["id"]: s for s in catalog.load("sites")["sites"]}
     if name not in entries:
-        raise unknown_name("site", name, entries)
+        e = unknown_name("site", name, entries)
+        raise UserError(str(e).replace("`megacluster catalog` lists", "`megacluster catalog sites` lists"))
     sid, figs = _parse(entries[name], f"site {name}")
     return name, figs

@@ -24,7 +24,7 @@ DATA = Path(__file__).parent / "data"
 def load(name: str) -> Any:
     """Parsed content of ``catalog/data/<name>.yaml``."""
     with open(DATA / f"{name}.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))   # libyaml when present
 
 
 def read_yaml_or_json(path: str | Path) -> Any:

@@ -11,7 +11,10 @@ What the step model needs is read; the rest (norm epsilons, RoPE base, sliding w
 the multi-token-prediction layers of DeepSeek-V3) does not change the parameter count by more than a
 fraction of a percent and is ignored. All of these architectures use a gated FFN (three matrices), recorded as
 ``mlp: swiglu`` whatever the gate's activation. ``seq_len`` is the pre-training context where the config says
-it (``rope_scaling.original_max_position_embeddings``), else ``max_position_embeddings``.
+it (``rope_scaling.original_max_position_embeddings``), else ``max_position_embeddings`` capped at
+:data:`DEFAULT_SEQ_LEN` (8,192): ``max_position_embeddings`` is the longest context the model accepts (131,072
+for Llama 3.1), not the one it trains most tokens at; ``--seq-len`` sets another. The model is named after the
+config's ``_name_or_path``, else its ``model_type``, not after the folder it sits in.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ from pydantic import ValidationError
 from ..errors import UserError
 from ..specs import ModelSpec
 from . import read_yaml_or_json, validation_message
+
+# Default training context when a config gives only its maximum: Llama 3's pre-training context (arXiv
+# 2407.21783 section 3.4.1: 8K tokens, extended to 128K only in a final long-context stage).
+DEFAULT_SEQ_LEN = 8192
 
 _MODEL_TYPES = {
     "llama": "LlamaForCausalLM",
@@ -100,7 +107,7 @@ def _base(c: _Config) -> dict[str, Any]:
     else:
         seq_len = c.whole("max_position_embeddings", None)
         if seq_len is not None:
-            out["seq_len"] = seq_len
+            out["seq_len"] = min(seq_len, DEFAULT_SEQ_LEN)
     return out
 
 
@@ -266,8 +273,9 @@ def model_from_file(path: str | Path) -> ModelSpec:
                         f"YAML), got {kind}")
     default_name = p.parent.name if p.name == "config.json" and p.parent.name else p.stem
     if _is_hf_config(data, p):
-        name = data.get("_name_or_path") if isinstance(data.get("_name_or_path"), str) else None
-        return model_from_hf_config(data, name or default_name, str(p))
+        name = next((data[k] for k in ("_name_or_path", "model_type") if isinstance(data.get(k), str) and
+                     data[k].strip()), None)
+        return model_from_hf_config(data, name or p.stem, str(p))
     fields = {k: v for k, v in data.items() if k not in ("id", "aliases")}
     fields.setdefault("name", str(data.get("id") or default_name))
     fields.setdefault("source", f"model file {p}")

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+
+from ..report.tables import wide_console
 from rich.table import Table
 
 from ..errors import UserError
@@ -128,7 +130,7 @@ def reliability(
                                         "(checkpoint size); default: the profile's reference job"),
     profile: str = typer.Option("llama3-h100", "--profile", "-p", help="profile id or a profile YAML file"),
     trials: int = typer.Option(1000, "--trials", help="Monte Carlo trials"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="random seed of the Monte Carlo trials (same seed, same answer)"),
     checkpoint_interval: Optional[float] = typer.Option(None, "--checkpoint-interval",
                                                         help="training minutes between checkpoints "
                                                         "(default: the best found by simulation)"),
@@ -136,12 +138,18 @@ def reliability(
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16, fp16, fp8 or fp32"),
     spares: Optional[int] = typer.Option(None, "--spares", help="hot-spare nodes (default: unlimited)"),
     distribution: Optional[str] = typer.Option(None, "--distribution", help="exponential, weibull or bursty"),
-    weibull_shape: Optional[float] = typer.Option(None, "--weibull-shape"),
-    burst_fraction: Optional[float] = typer.Option(None, "--burst-fraction"),
-    burst_mean_minutes: Optional[float] = typer.Option(None, "--burst-mean-minutes"),
-    detect_minutes: Optional[float] = typer.Option(None, "--detect-minutes"),
-    restart_minutes: Optional[float] = typer.Option(None, "--restart-minutes"),
-    repair_hours: Optional[float] = typer.Option(None, "--repair-hours"),
+    weibull_shape: Optional[float] = typer.Option(None, "--weibull-shape", help="Weibull shape k of the "
+                                                  "times between failures (1 = exponential; <1: early failures)"),
+    burst_fraction: Optional[float] = typer.Option(None, "--burst-fraction",
+                                                   help="share of failures that come in bursts (bursty)"),
+    burst_mean_minutes: Optional[float] = typer.Option(None, "--burst-mean-minutes",
+                                                       help="mean minutes between failures within a burst"),
+    detect_minutes: Optional[float] = typer.Option(None, "--detect-minutes",
+                                                   help="minutes from a failure to its detection"),
+    restart_minutes: Optional[float] = typer.Option(None, "--restart-minutes",
+                                                    help="minutes to restart the job from a checkpoint"),
+    repair_hours: Optional[float] = typer.Option(None, "--repair-hours",
+                                                 help="hours to repair or replace a failed node"),
     write_gbs: Optional[float] = typer.Option(None, "--write-gbs", help="aggregate storage write GB/s"),
     stall_seconds: Optional[float] = typer.Option(None, "--stall-seconds", help="stall per checkpoint, s"),
     rate_scale: Optional[float] = typer.Option(None, "--rate-scale", help="multiply unplanned failure rates"),
@@ -166,7 +174,7 @@ def reliability(
     if as_json:
         print(json.dumps(res.model_dump(mode="json")))
         return
-    render(res, Console())
+    render(res, wide_console())
 
 
 def register(app: typer.Typer) -> None:

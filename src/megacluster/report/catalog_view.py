@@ -12,7 +12,7 @@ from .. import catalog
 from ..errors import unknown_name
 from .tables import fmt_params, kv_table
 
-KINDS = ("gpus", "models", "fabrics", "stacks")
+KINDS = ("gpus", "models", "fabrics", "stacks", "scenarios", "sites")
 
 
 def short_source(text: str, limit: int = 100) -> str:
@@ -101,7 +101,45 @@ def stacks_table(full: bool = False) -> Group:
     return Group(t, sources(src, full))
 
 
-TABLES = {"gpus": gpus_table, "models": models_table, "fabrics": fabrics_table, "stacks": stacks_table}
+def scenarios_table(full: bool = False) -> Group:
+    """Named scenarios: campaigns (`megacluster campaign --scenario ID`) and sizing questions (`megacluster size
+    --scenario ID`), with the published figures each is compared with."""
+    t = _table("scenarios", [("id", "left"), ("run with", "left"), ("cluster or limits", "left"), ("model", "left"),
+                             ("published figures compared", "left")])
+    src = []
+    for e in entries("scenarios"):
+        if "size" in e:
+            z = e["size"]
+            lim = ", ".join(f"{k} {_fig(z[k]):,.4g}" for k in ("days", "max_mw", "budget_usd", "gpus") if k in z)
+            t.add_row(e["id"], "size / campaign", f"{z['gpu']}: {lim}", str(z.get("model") or "largest model"),
+                      ", ".join(e.get("published") or {}) or "-")
+            src.append((e["id"], " ".join(f"{k}: {z[k]['source']}" for k in z if isinstance(z[k], dict))))
+            continue
+        c, m = e["cluster"], e["model"]
+        mtxt = m if isinstance(m, str) else (m.get("name") or m.get("spec", {}).get("name", "assumed shape"))
+        t.add_row(e["id"], "campaign", f"{c['gpus']:,} x {c['gpu']}", str(mtxt), ", ".join(e.get("published") or {})
+                  or "-")
+        src.append((e["id"], e.get("cluster_source", "")))
+    return Group(t, sources(src, full))
+
+
+def _fig(v: Any) -> float:
+    return float(v["value"] if isinstance(v, dict) else v)
+
+
+def sites_table(full: bool = False) -> Group:
+    t = _table("sites", [("id", "left"), ("grid gCO2e/kWh", "right"), ("USD/kWh", "right"), ("PUE", "right"),
+                         ("WUE L/kWh", "right"), ("grid water L/kWh", "right"), ("name", "left")])
+    src = []
+    keys = ("grid_gco2_per_kwh", "electricity_usd_per_kwh", "pue", "wue_l_per_kwh", "grid_water_l_per_kwh")
+    for e in entries("sites"):
+        t.add_row(e["id"], *(f"{_fig(e[k]):g}" for k in keys), str(e.get("name", "")))
+        src.append((e["id"], " ".join(f"{k}: {e[k]['source']}" for k in keys if isinstance(e[k], dict))))
+    return Group(t, sources(src, full))
+
+
+TABLES = {"gpus": gpus_table, "models": models_table, "fabrics": fabrics_table, "stacks": stacks_table,
+          "scenarios": scenarios_table, "sites": sites_table}
 
 
 def entry_table(kind: str, entry_id: str) -> Table:

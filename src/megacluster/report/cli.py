@@ -146,7 +146,8 @@ def validate_cmd(
 
 # ------------------------------------------------------------------------------------------ catalog
 def catalog_cmd(
-    kind: Optional[str] = typer.Argument(None, help="gpus, models, fabrics or stacks (none: list every id)"),
+    kind: Optional[str] = typer.Argument(None, help="gpus, models, fabrics, stacks, scenarios or sites (none: "
+                                         "list every id)"),
     entry: Optional[str] = typer.Argument(None, help="one entry's id: print all its fields and full source"),
     full: bool = typer.Option(False, "--full", help="print sources in full"),
     json_out: bool = _JSON,

@@ -20,6 +20,9 @@ def _alternatives(model: ModelSpec, cluster: ClusterSpec, L: Layout) -> list[tup
         if L.tp * 2 <= cluster.node.nvlink_domain:
             alts.append((f"--tp {L.tp * 2}", {"tp": L.tp * 2, "dp": L.dp // 2}))
         alts.append((f"--pp {L.pp * 2}", {"pp": L.pp * 2, "dp": L.dp // 2}))
+    if L.seq_len > 2048:          # a config's maximum context is often not the one to train at
+        shorter = 8192 if L.seq_len > 8192 else L.seq_len // 2
+        alts.append((f"--seq-len {shorter}", {"seq_len": shorter}))
     if L.tp > 1 and not L.sequence_parallel:
         alts.append(("sequence parallelism on", {"sequence_parallel": True}))
     out = []
@@ -44,5 +47,6 @@ def does_not_fit_message(model: ModelSpec, cluster: ClusterSpec, layout: Layout,
             fitting.append(f"{label} ({e.memory_gib_per_gpu:.1f} GiB)")
     if fitting:
         return f"{head}; these fit: {', '.join(fitting)}"
-    return (f"{head}; no single change of --tp/--pp, --zero 3, --recompute full or --micro-batch 1 is enough: "
+    return (f"{head}; no single change of --tp/--pp, --zero 3, --recompute full, --micro-batch 1 or --seq-len "
+            f"is enough: "
             f"combine them, or use more GPUs (`megacluster plan` finds a layout that fits)")

@@ -104,7 +104,7 @@ def ranking_table(res, intervals: Optional[list[dict]] = None) -> Table:
     t = Table(title=f"best layouts of {res.searched:,} searched ({res.feasible:,} fit in memory), "
                     f"in {res.seconds:.2f} s", title_justify="left")
     for col, just in (("#", "right"), ("layout", "left"), ("step", "right"), ("tokens/s/GPU", "right"),
-                      ("MFU", "right"), ("GiB/GPU", "right"), ("why slower than #1", "left")):
+                      ("MFU (BF16 peak)", "right"), ("GiB/GPU", "right"), ("why slower than #1", "left")):
         t.add_column(col, justify=just)
     for i, e in enumerate(res.top):
         why = "" if i == 0 else res.why_slower[i - 1].split(": ", 1)[-1]
@@ -121,7 +121,7 @@ def sweep_table(res, intervals: Optional[list[Optional[dict]]] = None) -> Table:
     and of days per trillion tokens."""
     t = Table(title=f"{res.model} on {res.gpu}: best layout by cluster size (sequence {res.seq_len:,}), "
                     f"in {res.seconds:.2f} s", title_justify="left")
-    for col, just in (("GPUs", "right"), ("best layout", "left"), ("MFU", "right"), ("step", "right"),
+    for col, just in (("GPUs", "right"), ("best layout", "left"), ("MFU (BF16 peak)", "right"), ("step", "right"),
                       ("days / 1T tokens", "right"), ("where efficiency falls, and why", "left")):
         t.add_column(col, justify=just)
     for i, r in enumerate(res.rows):

@@ -25,6 +25,19 @@ MEMORY_LABELS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer
                  ("activations", "activations"), ("buffers", "buffers + reserved"))
 
 
+def wide_console():
+    """A rich console as wide as the terminal; 140 columns when the output is not a terminal (a pipe, a
+    file) and COLUMNS is not set, so that tables are not squeezed to rich's default of 80."""
+    import os
+
+    from rich.console import Console
+
+    con = Console()
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con = Console(width=140)
+    return con
+
+
 def layout_label(L: Layout) -> str:
     """A layout in one short line, e.g. ``TP8 PP16 DP128 VP2 mb1 gb2048 s8192 Z1 selective bf16``."""
     parts = [f"TP{L.tp}", f"PP{L.pp}", f"DP{L.dp}"]
@@ -97,7 +110,8 @@ def summary_table(est, intervals: dict | None = None) -> Table:
     t.add_row("model FLOPs per token", fmt_count(est.model_flops_per_token))
     t.add_row("TFLOP/s per GPU (model)", f"{est.tflops_per_gpu:,.1f}"
               + interval_text(iv.get("tflops_per_gpu"), "{:,.1f}".format))
-    t.add_row("MFU", f"{est.mfu:.1%}" + interval_text(iv.get("mfu"), "{:.1%}".format))
+    t.add_row("MFU", f"{est.mfu:.1%}" + interval_text(iv.get("mfu"), "{:.1%}".format)
+              + (" (against the BF16 peak)" if L.precision == "fp8" else ""))
     t.add_row("HFU", f"{est.hfu:.1%}")
     verdict = "[green]fits[/green]" if est.fits else "[red]does not fit[/red]"
     t.add_row("memory per GPU", f"{est.memory_gib_per_gpu:.1f} / {est.hbm_gib:g} GiB {verdict}")

@@ -19,7 +19,7 @@ def runs_table(result: dict[str, Any]) -> Table:
     t = Table(title="published runs: tokens/s per GPU, measured vs predicted", title_justify="left")
     for col, just in (("run", "left"), ("GPUs", "right"), ("GPU", "left"), ("framework", "left"),
                       ("layout", "left"), ("reference", "right"), ("predicted", "right"), ("error", "right"),
-                      ("80% interval", "right"), ("GiB/GPU (published)", "right")):
+                      ("80% interval", "right"), ("GiB/GPU predicted (published, error)", "right")):
         t.add_column(col, justify=just, overflow="fold", no_wrap=col == "run")
     for r in result["runs"]:
         style = "red" if abs(r.error) > 0.25 else ("yellow" if abs(r.error) > 0.10 else None)
@@ -67,7 +67,7 @@ def _mem_ref(r) -> str:
 
 
 def summary_table(result: dict[str, Any]) -> Table:
-    t = Table(title="error: mean absolute percentage (MAPE) and worst", title_justify="left")
+    t = Table(title="prediction error by group: mean absolute percentage (MAPE) and worst", title_justify="left")
     for col, just in (("group", "left"), ("runs", "right"), ("MAPE", "right"), ("worst", "right"),
                       ("in 80% interval", "right"), ("median interval", "right")):
         t.add_column(col, justify=just)

@@ -94,9 +94,9 @@ def train(
     steps: int = typer.Option(100, help="optimizer steps in total (a resumed run stops at the same step)"),
     lr: float = typer.Option(3e-3, help="peak learning rate (AdamW)"),
     warmup: int = typer.Option(10, help="linear warm-up steps"),
-    weight_decay: float = typer.Option(0.1),
+    weight_decay: float = typer.Option(0.1, help="AdamW weight decay"),
     clip: float = typer.Option(1.0, help="gradient-norm clip (0: off)"),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="random seed (weights, data order)"),
     data: str = typer.Option("python", help="`python` (CPython's docs and stdlib sources), a .txt/.jsonl file, "
                                             "a directory, or a saved Hugging Face dataset"),
     tokenizer: str = typer.Option("byte", help="byte, or bpe:N (BPE trained on the data; needs `tokenizers`)"),
