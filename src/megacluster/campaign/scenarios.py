@@ -79,7 +79,7 @@ def comparisons(r: CampaignResult, published: Mapping[str, Any]) -> dict[str, An
 
 def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[Mapping[str, float]] = None,
                  embodied: bool = False, cost_basis: str = "owned", reliability: bool = True,
-                 trials: int = 200, seed: int = 0) -> CampaignResult:
+                 trials: int = 200, seed: int = 0, progress: Optional[Any] = None) -> CampaignResult:
     """Run a named scenario. ``site`` and ``overrides`` (assumption name -> value) replace its own."""
     sc = get_scenario(name)
     load_site(site or sc["site"])            # bad site or override: fail before the search
@@ -157,7 +157,7 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                            override_source="override (command line)", model=model, model_name=model.name,
                            embodied=embodied, cost_basis=cost_basis, reliability=reliability,
                            reliability_profile=profile, reliability_trials=trials, seed=seed,
-                           plan_source=plan_src, extra_assumptions=extra)
+                           plan_source=plan_src, extra_assumptions=extra, progress=progress)
     r.scenario = name
     r.notes = notes + r.notes
     r.published = comparisons(r, sc.get("published") or {})

@@ -28,6 +28,8 @@ _COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile-fuse
 _ASYNC_TP = typer.Option(None, "--async-tp/--no-async-tp", help="async (micro-pipelined) tensor parallelism")
 _FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed")
 _JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
+_HTML = typer.Option(None, "--html", help="also write an interactive HTML report (one file, no network needed)")
+_PNG = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and Chromium)")
 
 
 def _console() -> Console:
@@ -83,6 +85,8 @@ def estimate_cmd(
     plan: Optional[Path] = typer.Option(None, "--plan", help="plan file (from `megacluster plan --out`); flags "
                                         "given as well override it"),
     json_out: bool = _JSON,
+    html: Optional[Path] = _HTML,
+    png: Optional[Path] = _PNG,
 ) -> None:
     """Predict one training step: time, memory and FLOPs per GPU for a model, cluster and layout."""
     from ..estimate import estimate
@@ -108,6 +112,9 @@ def estimate_cmd(
     est = estimate(spec, cluster, layout, stack)
     if not est.fits:
         raise UserError(does_not_fit_message(spec, cluster, layout, stack, est))
+    from .html import write_report
+
+    write_report("estimate", html, png, est)
     if json_out:
         _print_json(est.model_dump(mode="json"))
         return
