@@ -225,6 +225,8 @@ def plan_cmd(
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
     json_out: bool = _JSON,
+    html: Optional[Path] = _HTML,
+    png: Optional[Path] = _PNG,
 ) -> None:
     """Find the fastest layout that fits for a model on a cluster (or, with --sweep-gpus, on several sizes)."""
     from .plan_view import run_plan
@@ -237,7 +239,7 @@ def plan_cmd(
                                   gpus_per_node=gpus_per_node),
              stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe),
              out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
-             tp_across_nodes=tp_across_nodes)
+             tp_across_nodes=tp_across_nodes, html=html, png=png)
 
 
 def _bounds(lo: Optional[int], hi: Optional[int]) -> Optional[tuple[int, int]]:
