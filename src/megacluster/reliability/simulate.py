@@ -114,7 +114,8 @@ class ReliabilityResult(BaseModel):
     # expected goodput (renewal-reward on the pool) against the checkpoint interval: {"minutes", "goodput"}
     interval_curve: dict[str, list[float]] = {}
     # one simulated campaign attempt by attempt (for the report's timeline; left out of the JSON): lists
-    # "start_h", "run_h", "work_h", "lost_h", "down_h" (wall-clock hours), "cause" (component ids), "end_h"
+    # "start_h", "run_h", "work_h", "lost_h", "down_h" (wall-clock hours), "cause" (component ids), "end_h",
+    # "last_work_h" (the work of the attempt that finishes), "profile"
     example_run: Optional[dict[str, Any]] = Field(default=None, exclude=True)
 
 
@@ -274,7 +275,7 @@ def _example_run(rng, sampler: _Sampler, planned_c: np.ndarray, ids: list[str], 
             r = work_h - done
             need = r + math.floor(max(r, 0.0) / tau) * delta
             if need <= x[i]:
-                out["end_h"] = t + need
+                out["end_h"], out["last_work_h"] = t + need, r
                 return out
             for k, v in (("start_h", t), ("run_h", x[i]), ("work_h", w[i]), ("lost_h", ls[i]), ("down_h", d[i])):
                 out[k].append(float(v))
@@ -508,6 +509,6 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
         spares_needed=spares_needed(rates.hardware_rate, repair_h),
         anchors=anchors, assumptions=assumptions,
         interval_curve=_interval_curve(pool, delta, lag, work_h, best_h),
-        example_run=_example_run(np.random.default_rng([seed, 3]), sampler, planned_c, list(rates.ids), work_h,
-                                 tau, delta, lag),
+        example_run={**_example_run(np.random.default_rng([seed, 3]), sampler, planned_c, list(rates.ids), work_h,
+                                    tau, delta, lag), "profile": prof.id},
     )

@@ -22,6 +22,7 @@ BUILDERS = {
     "plan": ("plan_figs", "plan_report"),
     "sweep": ("plan_figs", "sweep_report"),
     "campaign": ("campaign_figs", "campaign_report"),
+    "campaign-compare": ("campaign_figs", "compare_report"),
     "size": ("campaign_figs", "size_report"),
     "reliability": ("reliability_figs", "reliability_report"),
     "validate": ("validate_figs", "validate_report"),

@@ -55,3 +55,13 @@ def pretty(key: str) -> str:
     from ...search import TIME_LABELS
 
     return TIME_LABELS.get(key, key.replace("_", " "))
+
+
+def grouped_sources(pairs: list[tuple[str, str]]) -> list[str]:
+    """[(what, source)] -> 'what, what2: source' lines, one per distinct source (in first-seen order)."""
+    by: dict[str, list[str]] = {}
+    for what, src in pairs:
+        src = " ".join(str(src).split())
+        if src:
+            by.setdefault(src, []).append(what)
+    return [f"{', '.join(dict.fromkeys(whats))}: {src}" for src, whats in by.items()]
