@@ -129,6 +129,8 @@ def validate_cmd(
                                        "in the catalog: 'published' (the default: the team's validation runs) or "
                                        "'more' (further published runs the project gathered)"),
     json_out: bool = _JSON,
+    html: Optional[Path] = _HTML,
+    png: Optional[Path] = _PNG,
 ) -> None:
     """Predict every published training run and score the error (MAPE and worst, overall and per group)."""
     from ..validate import load_runs, validate_runs
@@ -137,7 +139,12 @@ def validate_cmd(
     data = load_runs(runs)
     if not data:
         raise UserError(f"{runs or 'runs'}: the runs list is empty")
-    result = validate_runs(data)
+    from .html import write_report
+    from .progress import progress_bar
+
+    with progress_bar("predicting runs", unit="runs", quiet=json_out) as bar:
+        result = validate_runs(data, progress=bar)
+    write_report("validate", html, png, result, data)
     if json_out:
         _print_json(as_json(result))
         return
