@@ -97,7 +97,7 @@ def breakdown_figure(r: Any) -> Panel:
     for col, items in parts:
         for i, (name, v) in enumerate(items):
             fig.add_trace(go.Bar(x=[""], y=[v], name=name, marker_color=PALETTE[(col * 3 + i) % len(PALETTE)],
-                                 text=[f"{name}<br>{v:,.3g}"], textposition="inside", showlegend=False,
+                                 text=[f"{name}<br>{v:,.3g}"], textposition="inside", textangle=0, showlegend=False,
                                  hovertemplate=f"{name}: %{{y:,.4g}}<extra></extra>"), row=1, col=col)
     fig.add_trace(go.Scatter(x=[""], y=[r.co2e_tdp_method_tonnes / 1e3], mode="markers", showlegend=False,
                              marker={"symbol": "line-ew-open", "size": 40, "color": "#222", "line": {"width": 3}},
