@@ -86,3 +86,22 @@ def test_validate_interval_reader():
     assert interval({"interval": {"low": 1, "high": 2}}) == (1.0, 2.0)
     assert interval({"interval": None}) is None and interval({}) is None
     assert interval({"interval": "wide"}) is None
+
+
+def test_validate_scatter_draws_error_bars_where_runs_have_intervals():
+    pytest.importorskip("plotly")
+    from megacluster.report.html.validate_figs import validate_report
+    from megacluster.validate import load_runs, validate_runs
+
+    data = load_runs()[:3]
+    result = validate_runs(data)
+    runs = [r.model_dump() for r in result["runs"]]
+    p = runs[0]["predicted"]
+    runs[0]["interval"] = [0.9 * p, 1.2 * p]                  # the field validate may carry
+    _, _, panels, _ = validate_report({**result, "runs": runs}, data)
+    points = [t for t in panels[0].fig.data if t.mode == "markers"]
+    bars = [t.error_y for t in points if t.error_y is not None and t.error_y.array is not None]
+    assert bars and max(bars[0].array) == pytest.approx(0.2 * p) and max(bars[0].arrayminus) == pytest.approx(0.1 * p)
+    assert "prediction interval" in panels[0].caption
+    _, _, plain, _ = validate_report(result, data)             # no interval: no error bars, and it says so
+    assert all(t.error_y.array is None for t in plain[0].fig.data) and "No prediction intervals" in plain[0].caption
