@@ -138,6 +138,7 @@ def test_reports_render_in_chromium_without_errors_or_network(reports):
         browser = _browser(p)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.set_default_timeout(180_000)            # a loaded CI machine parses 5 MB of JavaScript slowly
             errors: list[str] = []
             requests: list[str] = []
 
@@ -154,8 +155,7 @@ def test_reports_render_in_chromium_without_errors_or_network(reports):
             for name, path in reports.items():
                 page.goto(path.resolve().as_uri())
                 page.wait_for_function(
-                    f"document.querySelectorAll('.plotly-graph-div svg.main-svg').length >= {FIGURES[name]}",
-                    timeout=30_000)
+                    f"document.querySelectorAll('.plotly-graph-div svg.main-svg').length >= {FIGURES[name]}")
                 figs = page.evaluate(_RENDERED)
                 assert len(figs) == FIGURES[name], name
                 for f in figs:
