@@ -20,7 +20,8 @@ HERE = Path(__file__).resolve().parent / "gallery"
 SIZE = {"width": 1000, "height": 700}
 # name -> (command line, figure to capture (1-based); the README shows the same commands)
 REPORTS = {
-    "estimate": (["estimate", "-m", "llama3.1-405b", "-g", "h100-sxm", "-n", "16384", "--tp", "8", "--pp", "16"], 1),
+    "estimate": (["estimate", "-m", "llama3.1-405b", "-g", "h100-sxm", "-n", "16384", "--tp", "8", "--pp", "16",
+                  "--global-batch", "2048", "--vp", "2", "--zero", "3"], 1),
     "plan": (["plan", "-m", "llama3.1-70b", "-g", "h100-sxm", "-n", "1024"], 2),
     "plan-sweep": (["plan", "-m", "llama3.1-70b", "-g", "h100-sxm", "--sweep-gpus", "256,1024,4096,16384"], 1),
     "campaign": (["campaign", "--scenario", "meta-llama3-405b"], 2),

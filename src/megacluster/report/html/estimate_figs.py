@@ -25,17 +25,18 @@ def step_time_figure(est: Any) -> Panel:
     if other > 1e-9 * est.step_time_s:
         items.append(("other", other))
     fig = go.Figure(go.Waterfall(
-        orientation="v", x=[pretty(key) for key, _ in items] + ["step time"],
-        y=[v * k for _, v in items] + [est.step_time_s * k],
+        orientation="h", y=[pretty(key) for key, _ in items] + ["step time"],
+        x=[v * k for _, v in items] + [est.step_time_s * k],
         measure=["relative"] * len(items) + ["total"],
         text=[f"{v * k:,.3g} {unit} ({v / est.step_time_s:.1%})" for _, v in items] +
              [f"{est.step_time_s * k:,.4g} {unit}"],
         textposition="outside", connector={"line": {"color": "#999"}},
         increasing={"marker": {"color": "#4C78A8"}}, totals={"marker": {"color": "#222"}},
-        hovertemplate="%{x}: %{y:.4g} " + unit + "<extra></extra>"))
+        hovertemplate="%{y}: %{x:.4g} " + unit + "<extra></extra>"))
     style(fig, f"Step time by component: {est.step_time_s * k:,.4g} {unit} per step, MFU {est.mfu:.1%}",
-          "component of the slowest pipeline stage's step", f"time per step ({unit})", legend=False)
-    fig.update_yaxes(rangemode="tozero")
+          f"time per step ({unit})", "", height=max(380, 140 + 30 * len(items)), legend=False)
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(rangemode="tozero", range=[0, est.step_time_s * k * 1.25])
     return Panel(fig, "Each bar is the time one component adds to a training step on the slowest pipeline stage "
                       "(communication counts only where it is not hidden behind compute); the last bar is the "
                       "predicted step time. Computed by the step model (megacluster.estimate).")
