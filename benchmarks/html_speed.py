@@ -48,7 +48,7 @@ def main() -> None:
           f"{', '.join(f'{w:.2f}' for w in walls)}; CPU best {min(cpus):.2f} s (target < 5; load average "
           f"{os.getloadavg()[0]:.1f})")
     print(f"  in process, CPU seconds: campaign {t1 - t0:.2f} s, {len(panels)} figures built {t2 - t1:.2f} s, HTML written "
-          f"{t3 - t2:.2f} s ({out.stat().st_size / 1e6:.1f} MB, {len(r.failure_timeline['cause']) if r.failure_timeline else 0:,} "
+          f"{t3 - t2:.2f} s ({out.stat().st_size / 1e6:.1f} MB, {len(r.failure_timeline_hours['cause']) if r.failure_timeline_hours else 0:,} "
           f"interruptions in the timeline)")
 
 

@@ -57,11 +57,11 @@ def test_campaign_power_by_phase_brackets_the_average():
     from megacluster.campaign.scenarios import run_scenario
 
     r = run_scenario("meta-llama3-405b", trials=10)
-    mw = r.facility_mw_by_phase
+    mw = r.phase_facility_mw
     assert mw["compute"] == pytest.approx(r.peak_facility_mw)
     assert min(mw.values()) <= r.avg_facility_mw <= max(mw.values())
     assert sum(r.step_phases_s.values()) == pytest.approx(r.step_time_s)
-    assert r.failure_timeline and len(r.failure_timeline["cause"]) > 0
+    assert r.failure_timeline_hours and len(r.failure_timeline_hours["cause"]) > 0
 
 
 def test_progress_bar_is_silent_off_a_terminal_and_counts_calls():

@@ -84,9 +84,9 @@ class CampaignResult(BaseModel):
     published: dict[str, Any] = {}
     # the step's phases (seconds, at the campaign's MFU) and the facility power in each phase, MW
     step_phases_s: dict[str, float] = {}
-    facility_mw_by_phase: dict[str, float] = {}
+    phase_facility_mw: dict[str, float] = {}
     # one simulated run of the reliability model (reliability.simulate._example_run; left out of the JSON)
-    failure_timeline: Optional[dict[str, Any]] = Field(default=None, exclude=True)
+    failure_timeline_hours: Optional[dict[str, Any]] = Field(default=None, exclude=True)
 
 
 def _rescale_to_mfu(step_time_s: float, phases_s: Mapping[str, float], mfu_model: float,
@@ -244,10 +244,10 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
         network_capex_usd=cx.network_capex_usd, facility_capex_usd=cx.facility_capex_usd,
         capex_usd=cx.capex_usd, capex_amortised_usd=amort, electricity_usd=elec, cloud_usd=cloud,
         cost_basis=cost_basis, cost_usd=total, assumptions=a, notes=notes, step_phases_s=phases,
-        facility_mw_by_phase={p: mw * pue for p, mw in energy.it_mw_by_phase(
+        phase_facility_mw={p: mw * pue for p, mw in energy.it_mw_by_phase(
             n_gpus, tdp, {**{p: fr["compute"] for p in phases}, **fr},     # a phase without its own: busy
             value(a, "server_overhead_w_per_gpu"), value(a, "network_storage_power_fraction")).items()},
-        failure_timeline=getattr(rel, "example_run", None))
+        failure_timeline_hours=getattr(rel, "example_run", None))
 
 
 def resolve_step(model: ModelSpec, cluster: ClusterSpec, layout: Optional[Layout] = None,

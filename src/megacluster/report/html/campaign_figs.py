@@ -42,13 +42,13 @@ def power_figure(r: Any) -> Optional[Panel]:
     import plotly.graph_objects as go
 
     total = sum((r.step_phases_s or {}).values())
-    phases = [(p, t) for p, t in (r.step_phases_s or {}).items() if t > 1e-9 * total and p in r.facility_mw_by_phase]
+    phases = [(p, t) for p, t in (r.step_phases_s or {}).items() if t > 1e-9 * total and p in r.phase_facility_mw]
     if not phases:
         return None
     fig = go.Figure()
     t0 = 0.0
     for p, t in phases:
-        mw = r.facility_mw_by_phase[p]
+        mw = r.phase_facility_mw[p]
         fig.add_trace(go.Bar(x=[t0 + t / 2], width=[t], y=[mw], name=f"{p} ({t:.3g} s, {mw:,.1f} MW)",
                              marker={"color": COLOURS.get(p, "#999"), "line": {"color": "white", "width": 1}},
                              hovertemplate=f"{p}: {t:.4g} s at {mw:,.1f} MW<extra></extra>"))
@@ -242,7 +242,7 @@ def published_figure(r: Any) -> Optional[Panel]:
 
 
 def campaign_panels(r: Any) -> list[Panel]:
-    panels = [days_figure(r), breakdown_figure(r), power_figure(r), timeline_figure(r.failure_timeline),
+    panels = [days_figure(r), breakdown_figure(r), power_figure(r), timeline_figure(r.failure_timeline_hours),
               published_figure(r)]
     return [p for p in panels if p is not None]
 
