@@ -365,7 +365,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
            seq_len: Optional[int] = None, stack: Optional[StackSpec] = None, top: int = 5,
            tokens_per_step: Optional[float] = None, memory_headroom: float = 0.0, tp_within_node: bool = True,
            pins: Optional[dict[str, Any]] = None, global_batch_bounds: Optional[tuple[int, int]] = None,
-           progress: Optional[Progress] = None, cp_min_seq: int = CP_MIN_SEQ, **more_pins: Any) -> SearchResult:
+           progress: Optional[Progress] = None, cp_min_seq: int = CP_MIN_SEQ,
+           observe: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray], None]] = None,
+           **more_pins: Any) -> SearchResult:
     """The fastest layouts of ``model`` on ``cluster`` that fit in memory, fastest first.
 
     ``global_batch`` in sequences (or ``tokens_per_step``; neither: about 4M tokens); ``seq_len`` defaults to
@@ -375,7 +377,9 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
     sequences within which each layout may take the global batch nearest the target that its dp x
     micro-batch divides (layouts are then ranked by time per sequence). ``progress(done, total)`` is called
     after each chunk of candidates. ``cp_min_seq``: shortest sequence for which context parallelism is
-    searched without a cp pin. Raises UserError when nothing fits, with the smallest GPU count that would."""
+    searched without a cp pin. ``observe(step_time_s, memory_bytes, fits)``, if given, sees every chunk of
+    evaluated layouts (arrays of one value per layout: the report's scatter of the searched space). Raises
+    UserError when nothing fits, with the smallest GPU count that would."""
     t0 = time.perf_counter()
     stack = stack or StackSpec()
     allp = {**(pins or {}), **more_pins}
@@ -410,6 +414,8 @@ def search(model: ModelSpec, cluster: ClusterSpec, global_batch: Optional[int] =
         if mem[i_min] < smallest[0]:
             smallest = (float(mem[i_min]), {k: v[i_min] for k, v in c.items()})
         feasible += int(fits.sum())
+        if observe is not None:
+            observe(np.broadcast_to(r["step_time_s"], (n,)), mem, fits)
         if fits.any():
             idx = np.nonzero(fits)[0]
             per_seq = np.broadcast_to(r["step_time_s"], (n,))[idx] / c["global_batch"][idx]
@@ -644,9 +650,13 @@ def sweep(model: ModelSpec, gpu: str | GPUSpec, sizes: Iterable[int], fabric: Op
     prev: Optional[tuple[StepEstimate, ClusterSpec]] = None
     seq = int(search_kwargs.get("seq_len") or model.seq_len)
     gpu_id = gpu if isinstance(gpu, str) else gpu.id
-    for n in sorted(set(int(s) for s in sizes)):
+    progress = search_kwargs.pop("progress", None)      # progress(sizes done, as a fraction, of all sizes)
+    ordered = sorted(set(int(s) for s in sizes))
+    for i, n in enumerate(ordered):
         cl = make_cluster(gpu, n, fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
                           gpus_per_node=gpus_per_node)
+        if progress is not None:
+            search_kwargs["progress"] = lambda d, t, i=i: progress(i + d / max(t, 1), len(ordered))
         try:
             res = search(model, cl, top=1, **search_kwargs)
         except UserError as e:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -252,12 +252,12 @@ def load_runs(path: str | Path | None = None) -> list[dict]:
     return data["runs"]
 
 
-def validate_runs(runs: list[dict]) -> dict[str, Any]:
+def validate_runs(runs: list[dict], progress: Optional[Callable[[int, int], None]] = None) -> dict[str, Any]:
     """Predict every run; MAPE and worst error overall, by GPU generation and by framework.
 
     A run that cannot be predicted (an unknown GPU or fabric, a malformed spec, no reference) is listed under
     ``skipped`` with the reason, and the scores cover the others; if no run can be predicted, the first
-    reason is raised as a :class:`UserError`."""
+    reason is raised as a :class:`UserError`. ``progress(runs done, runs)`` is called after each run."""
     results: list[RunResult] = []
     skipped: list[SkippedRun] = []
     for i, r in enumerate(runs):
@@ -269,6 +269,8 @@ def validate_runs(runs: list[dict]) -> dict[str, Any]:
         except (KeyError, TypeError, ValueError, ValidationError) as e:
             first = str(e).splitlines()[0] if str(e) else ""
             skipped.append(SkippedRun(id=rid, reason=f"malformed spec ({e.__class__.__name__}: {first})"))
+        if progress is not None:
+            progress(i + 1, len(runs))
     if not results:
         one = skipped[0]
         raise UserError(one.reason if len(runs) == 1 else f"no run could be predicted; run {one.id}: {one.reason}")

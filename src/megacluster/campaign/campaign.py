@@ -86,6 +86,11 @@ class CampaignResult(BaseModel):
     # tokens_per_s, mfu, gpu_hours -> [lo, hi]; empty where the MFU is pinned or the step has no layout
     intervals: dict[str, list[float]] = {}
     interval_basis: Optional[dict[str, Any]] = None
+    # the step's phases (seconds, at the campaign's MFU) and the facility power in each phase, MW
+    step_phases_s: dict[str, float] = {}
+    phase_facility_mw: dict[str, float] = {}
+    # one simulated run of the reliability model (reliability.simulate._example_run; left out of the JSON)
+    failure_timeline_hours: Optional[dict[str, Any]] = Field(default=None, exclude=True)
 
 
 def _rescale_to_mfu(step_time_s: float, phases_s: Mapping[str, float], mfu_model: float,
@@ -96,12 +101,12 @@ def _rescale_to_mfu(step_time_s: float, phases_s: Mapping[str, float], mfu_model
 
 
 def _reliability(n_gpus: int, days_ff: float, profile: Optional[str], model: Optional[ModelSpec],
-                 trials: int, seed: int) -> Optional[Any]:
+                 trials: int, seed: int, progress: Optional[Any] = None) -> Optional[Any]:
     try:
         from ..reliability import simulate_reliability
     except ImportError:
         return None
-    kw: dict[str, Any] = {"trials": trials, "seed": seed, "model": model}
+    kw: dict[str, Any] = {"trials": trials, "seed": seed, "model": model, "progress": progress}
     if profile:
         kw["profile"] = profile
     return simulate_reliability(n_gpus, days_ff, **kw)
@@ -113,12 +118,14 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
                        model_name: str = "", embodied: bool = False, cost_basis: str = "owned",
                        reliability: bool = True, reliability_profile: Optional[str] = None,
                        reliability_trials: int = 200, seed: int = 0, plan_source: str = "given layout",
-                       extra_assumptions: Optional[Mapping[str, Assumption]] = None) -> CampaignResult:
+                       extra_assumptions: Optional[Mapping[str, Assumption]] = None,
+                       progress: Optional[Any] = None) -> CampaignResult:
     """Turn one step estimate (a ``StepEstimate`` or any object with ``step_time_s``, ``tokens_per_step``,
     ``mfu``, ``model_flops_per_token``, ``phases_s``, ``layout``) into the whole campaign.
 
     ``tokens``: training tokens. ``overrides``: assumption name -> value (see ``assumptions.BOUNDS``); ``mfu``
     pins the MFU (the step's phases are stretched to it), ``goodput`` replaces the reliability simulation.
+    ``progress(trials done, trials)`` follows the reliability Monte Carlo.
     """
     if tokens <= 0:
         raise UserError(f"tokens must be positive, got {tokens:g}")
@@ -152,12 +159,12 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
     ff_days = ff_s / SECONDS_PER_DAY
 
     # ---- failures
-    interruptions = None
+    interruptions = rel = None
     idle_h = 0.0  # hours the cluster waits (restarts, checkpoint stalls): counted at idle power
     if "goodput" in a:
         goodput = value(a, "goodput")
     elif reliability:
-        rel = _reliability(n_gpus, ff_days, reliability_profile, model, reliability_trials, seed)
+        rel = _reliability(n_gpus, ff_days, reliability_profile, model, reliability_trials, seed, progress)
         if rel is None:
             goodput = 1.0
             notes.append("reliability model unavailable: failures not included (goodput 1.0)")
@@ -240,7 +247,11 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
         gpu_capex_usd=cx.gpu_capex_usd, server_capex_usd=cx.server_capex_usd,
         network_capex_usd=cx.network_capex_usd, facility_capex_usd=cx.facility_capex_usd,
         capex_usd=cx.capex_usd, capex_amortised_usd=amort, electricity_usd=elec, cloud_usd=cloud,
-        cost_basis=cost_basis, cost_usd=total, assumptions=a, notes=notes,
+        cost_basis=cost_basis, cost_usd=total, assumptions=a, notes=notes, step_phases_s=phases,
+        phase_facility_mw={p: mw * pue for p, mw in energy.it_mw_by_phase(
+            n_gpus, tdp, {**{p: fr["compute"] for p in phases}, **fr},     # a phase without its own: busy
+            value(a, "server_overhead_w_per_gpu"), value(a, "network_storage_power_fraction")).items()},
+        failure_timeline_hours=getattr(rel, "example_run", None),
         **_intervals(step, gpu, model, pinned, dict(days=wall_days, days_failure_free=ff_days, step_time_s=step_time,
                                                     gpu_hours=gpu_hours), dict(tokens_per_s=tokens_per_s, mfu=mfu)))
 

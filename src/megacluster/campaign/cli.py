@@ -83,9 +83,15 @@ def campaign(
     trials: int = typer.Option(200, "--trials", help="Monte Carlo trials of the reliability model"),
     seed: int = typer.Option(0, "--seed", help="random seed of the reliability Monte Carlo"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    html: Optional[str] = typer.Option(None, "--html", help="also write an interactive HTML report (one file, "
+                                       "no network needed)"),
+    png: Optional[str] = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and "
+                                      "Chromium)"),
 ) -> None:
     """A whole training campaign: days, GPU-hours, megawatts, energy, water, carbon and cost, every
     assumption with its source."""
+    from ..report.html import write_report
+    from ..report.progress import ProgressBar
     from . import report
     from .campaign import run_campaign
     from .scenarios import run_scenario, scenario_names, title
@@ -95,8 +101,9 @@ def campaign(
         wue_l_per_kwh=wue_l_per_kwh, grid_water_l_per_kwh=grid_water_l_per_kwh, gpu_price_usd=gpu_price_usd,
         cloud_usd_per_gpu_hour=cloud_usd_per_gpu_hour, mfu=mfu, goodput=goodput).items() if v is not None}
     overrides.update(_sets(set_))
+    bar = ProgressBar("simulating failures", "trials", enabled=False if as_json else None)
     common = dict(overrides=overrides, embodied=embodied, cost_basis="cloud" if cloud else "owned",
-                  reliability=not no_failures, trials=trials, seed=seed)
+                  reliability=not no_failures, trials=trials, seed=seed, progress=bar)
     console = wide_console() if not as_json else None
     explicit = any(x is not None for x in (model, tokens, gpu, gpus, plan))
 
@@ -104,6 +111,8 @@ def campaign(
         if scenario or explicit:
             raise UserError("--compare takes two scenario names and no --scenario/--model/--plan")
         a, b = (run_scenario(n, site=site, **common) for n in compare)
+        bar.close()
+        write_report("campaign-compare", html, png, a, b, compare[0], compare[1])
         if as_json:
             print(json.dumps({compare[0]: report.as_json(a), compare[1]: report.as_json(b)}))
         else:
@@ -113,6 +122,8 @@ def campaign(
         if explicit:
             raise UserError("--scenario fixes the model, tokens and cluster; drop --model/--tokens/--gpu/--gpus/--plan")
         r = run_scenario(scenario, site=site, **common)
+        bar.close()
+        write_report("campaign", html, png, r, title(scenario))
         if as_json:
             print(json.dumps(report.as_json(r)))
         else:
@@ -147,6 +158,8 @@ def campaign(
                      global_batch=global_batch, seq_len=seq_len,
                      **{k: v for k, v in common.items() if k != "trials"},
                      reliability_trials=trials, **({"plan_source": "plan file"} if plan else {}))
+    bar.close()
+    write_report("campaign", html, png, r)
     if as_json:
         print(json.dumps(report.as_json(r)))
     else:

@@ -35,6 +35,13 @@ def power_profile(n_gpus: int, tdp_w: float, phases_s: Mapping[str, float],
                         it_training_mw=it_mw(g_train), it_idle_mw=it_mw(g_idle), peak_it_mw=it_mw(g_peak))
 
 
+def it_mw_by_phase(n_gpus: int, tdp_w: float, fraction_by_phase: Mapping[str, float],
+                   server_overhead_w_per_gpu: float, network_storage_fraction: float) -> dict[str, float]:
+    """Cluster IT power, MW, while every GPU runs each phase (its share of TDP), servers and network included."""
+    return {p: facility.it_power_w(n_gpus, tdp_w * f, server_overhead_w_per_gpu, network_storage_fraction) / 1e6
+            for p, f in fraction_by_phase.items()}
+
+
 def it_energy_mwh(it_training_mw: float, training_hours: float, it_idle_mw: float = 0.0,
                   idle_hours: float = 0.0) -> float:
     """IT energy, MWh: training power over the training hours plus idle power over downtime hours."""

@@ -118,7 +118,7 @@ def size_scenario(name: str, *, site: Optional[str] = None, reliability: bool = 
 
 def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[Mapping[str, float]] = None,
                  embodied: bool = False, cost_basis: str = "owned", reliability: bool = True,
-                 trials: int = 200, seed: int = 0) -> CampaignResult:
+                 trials: int = 200, seed: int = 0, progress: Optional[Any] = None) -> CampaignResult:
     """Run a named scenario. ``site`` and ``overrides`` (assumption name -> value) replace its own. A sizing
     scenario (``size`` entry) runs the campaign of its answer."""
     sc = get_scenario(name)
@@ -206,7 +206,7 @@ def run_scenario(name: str, *, site: Optional[str] = None, overrides: Optional[M
                            override_source="override (command line)", model=model, model_name=model.name,
                            embodied=embodied, cost_basis=cost_basis, reliability=reliability,
                            reliability_profile=profile, reliability_trials=trials, seed=seed,
-                           plan_source=plan_src, extra_assumptions=extra)
+                           plan_source=plan_src, extra_assumptions=extra, progress=progress)
     r.scenario = name
     r.notes = notes + r.notes
     r.published = comparisons(r, sc.get("published") or {})

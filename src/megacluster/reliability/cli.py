@@ -156,6 +156,10 @@ def reliability(
     step_seconds: Optional[float] = typer.Option(None, "--step-seconds",
                                                  help="training step time: checkpoints on step boundaries"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    html: Optional[str] = typer.Option(None, "--html", help="also write an interactive HTML report (one file, "
+                                       "no network needed)"),
+    png: Optional[str] = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and "
+                                      "Chromium)"),
 ) -> None:
     """Simulate failures, restarts and checkpoints of a training campaign: goodput and wall-clock days."""
     if gpus <= 0:
@@ -168,9 +172,14 @@ def reliability(
         detect_minutes=detect_minutes, restart_minutes=restart_minutes, repair_hours=repair_hours,
         write_gbs=write_gbs, stall_seconds=stall_seconds, rate_scale=rate_scale,
         step_seconds=step_seconds).items() if v is not None}
-    res = simulate_reliability(gpus, days, profile=profile, model=model,
-                               checkpoint_interval_minutes=checkpoint_interval, trials=trials, seed=seed,
-                               **overrides)
+    from ..report.html import write_report
+    from ..report.progress import progress_bar
+
+    with progress_bar("simulating failures", unit="trials", quiet=as_json) as bar:
+        res = simulate_reliability(gpus, days, profile=profile, model=model,
+                                   checkpoint_interval_minutes=checkpoint_interval, trials=trials, seed=seed,
+                                   progress=bar, **overrides)
+    write_report("reliability", html, png, res)
     if as_json:
         print(json.dumps(res.model_dump(mode="json")))
         return

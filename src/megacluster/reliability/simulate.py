@@ -20,10 +20,10 @@ minimise expected wall time per unit of work, sum(X + downtime) / sum(durable wo
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ..errors import UserError
 from ..specs import ModelSpec
@@ -111,6 +111,12 @@ class ReliabilityResult(BaseModel):
     spares_needed: int
     anchors: list[dict[str, Any]]
     assumptions: dict[str, Sourced]
+    # expected goodput (renewal-reward on the pool) against the checkpoint interval: {"minutes", "goodput"}
+    interval_curve: dict[str, list[float]] = {}
+    # one simulated campaign attempt by attempt (for the report's timeline; left out of the JSON): lists
+    # "start_h", "run_h", "work_h", "lost_h", "down_h" (wall-clock hours), "cause" (component ids), "end_h",
+    # "last_work_h" (the work of the attempt that finishes), "profile"
+    example_run: Optional[dict[str, Any]] = Field(default=None, exclude=True)
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -202,7 +208,7 @@ def _search(pool, delta, lag, work_h, guess) -> float:
 
 # --------------------------------------------------------------------------------------------- campaign
 def _campaign(rng, sampler: _Sampler, planned_c: np.ndarray, ncomp: int, trials: int, work_h: float,
-              tau: float, delta: float, lag: float, expected_attempts: float):
+              tau: float, delta: float, lag: float, expected_attempts: float, progress=None):
     wall = np.zeros(trials)
     lost = np.zeros(trials)
     down = np.zeros(trials)
@@ -211,6 +217,7 @@ def _campaign(rng, sampler: _Sampler, planned_c: np.ndarray, ncomp: int, trials:
     counts = np.zeros((trials, ncomp), dtype=np.int64)
     done_work = np.zeros(trials)
     active = np.arange(trials)
+    finished = 0
     block = int(min(max(expected_attempts * 1.15 + 6.0 * math.sqrt(expected_attempts) + 8, 16), 2_000_000))
     while active.size:
         rows_per_chunk = max(1, CHUNK_ELEMENTS // block)
@@ -246,9 +253,48 @@ def _campaign(rng, sampler: _Sampler, planned_c: np.ndarray, ncomp: int, trials:
             if nf.size:
                 done_work[rows[nf]] = cum[nf, -1]
                 still.append(rows[nf])
+            if progress is not None:
+                finished += m - nf.size
+                progress(finished, trials)
         active = np.concatenate(still) if still else np.array([], dtype=np.int64)
         block = max(16, block // 4)
     return wall, n_int, counts, lost, down, stall
+
+
+def _example_run(rng, sampler: _Sampler, planned_c: np.ndarray, ids: list[str], work_h: float, tau: float,
+                 delta: float, lag: float, max_attempts: int = 20_000) -> dict[str, Any]:
+    """One campaign attempt by attempt, as :func:`_campaign` runs each trial: wall-clock start, hours run,
+    durable work, lost work and downtime (hours) and the cause of each interruption; ``end_h`` the wall clock
+    at the end (None if cut at ``max_attempts``)."""
+    out: dict[str, Any] = {k: [] for k in ("start_h", "run_h", "work_h", "lost_h", "down_h", "cause")}
+    t = done = 0.0
+    while len(out["cause"]) < max_attempts:
+        x, cause, d = sampler.draw(rng, (256,))
+        w, _st, ls = _attempt(x, planned_c[cause], tau, delta, lag)
+        for i in range(x.size):
+            r = work_h - done
+            need = r + math.floor(max(r, 0.0) / tau) * delta
+            if need <= x[i]:
+                out["end_h"], out["last_work_h"] = t + need, r
+                return out
+            for k, v in (("start_h", t), ("run_h", x[i]), ("work_h", w[i]), ("lost_h", ls[i]), ("down_h", d[i])):
+                out[k].append(float(v))
+            out["cause"].append(ids[int(cause[i])])
+            done += float(w[i])
+            t += float(x[i] + d[i])
+    out["end_h"] = None
+    return out
+
+
+def _interval_curve(pool, delta: float, lag: float, work_h: float, best_h: float,
+                    points: int = 49) -> dict[str, list[float]]:
+    """Expected goodput (1 / expected wall time per unit of durable work, on the pool) over a log grid of
+    checkpoint intervals around the best, minutes."""
+    lo = max(best_h / 30.0, lag - delta + 1e-9, 1.0 / 3600.0)
+    hi = max(min(best_h * 30.0, work_h), lo * 1.01)
+    grid = np.geomspace(lo, hi, points)
+    return {"minutes": [float(t * 60.0) for t in grid],
+            "goodput": [1.0 / _expected_ratio(float(t), pool, delta, lag) for t in grid]}
 
 
 # --------------------------------------------------------------------------------------------- API
@@ -312,11 +358,13 @@ def _daly_statement(dist: str, best_min: float, daly_min: float, g_best: float, 
 def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "llama3-h100",
                          model: "ModelSpec | str | None" = None,
                          checkpoint_interval_minutes: Optional[float] = None, trials: int = 1000, seed: int = 0,
+                         progress: Optional[Callable[[int, int], None]] = None,
                          **overrides: Any) -> ReliabilityResult:
     """Simulate a campaign of ``n_gpus`` GPUs needing ``days`` failure-free training days.
 
     ``checkpoint_interval_minutes`` = training minutes between checkpoints; None searches the best.
     ``overrides`` (see ``OVERRIDES``) replace profile values. Deterministic for a given ``seed``.
+    ``progress(trials done, trials)`` is called as the Monte Carlo runs.
     """
     _check_overrides(overrides)
     if not isinstance(n_gpus, (int, np.integer)) or isinstance(n_gpus, bool) or n_gpus <= 0:
@@ -396,7 +444,7 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
     exp_attempts = work_h / max(g_best, 0.05) / sampler.mean + 1.0
     rng = np.random.default_rng([seed, 2])
     wall, n_int, counts, lost, down, stall = _campaign(rng, sampler, planned_c, len(rates.ids), int(trials),
-                                                       work_h, tau, delta, lag, exp_attempts)
+                                                       work_h, tau, delta, lag, exp_attempts, progress)
     goodput = work_h / wall
     mean_counts = counts.mean(axis=0)
     by_cause = {cid: float(v) for cid, v in zip(rates.ids, mean_counts)}
@@ -460,4 +508,7 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
         spares=spares, spare_shortage_probability=p_short,
         spares_needed=spares_needed(rates.hardware_rate, repair_h),
         anchors=anchors, assumptions=assumptions,
+        interval_curve=_interval_curve(pool, delta, lag, work_h, best_h),
+        example_run={**_example_run(np.random.default_rng([seed, 3]), sampler, planned_c, list(rates.ids), work_h,
+                                    tau, delta, lag), "profile": prof.id},
     )

@@ -28,6 +28,8 @@ _COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile-fuse
 _ASYNC_TP = typer.Option(None, "--async-tp/--no-async-tp", help="async (micro-pipelined) tensor parallelism")
 _FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed")
 _JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
+_HTML = typer.Option(None, "--html", help="also write an interactive HTML report (one file, no network needed)")
+_PNG = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and Chromium)")
 
 
 def _console() -> Console:
@@ -83,6 +85,8 @@ def estimate_cmd(
     plan: Optional[Path] = typer.Option(None, "--plan", help="plan file (from `megacluster plan --out`); flags "
                                         "given as well override it"),
     json_out: bool = _JSON,
+    html: Optional[Path] = _HTML,
+    png: Optional[Path] = _PNG,
 ) -> None:
     """Predict one training step: time, memory and FLOPs per GPU for a model, cluster and layout."""
     from ..estimate import estimate
@@ -109,8 +113,10 @@ def estimate_cmd(
     if not est.fits:
         raise UserError(does_not_fit_message(spec, cluster, layout, stack, est))
     from ..uncertainty import estimate_intervals, json_fields
+    from .html import write_report
 
     intervals = estimate_intervals(est, spec, cluster.gpu)
+    write_report("estimate", html, png, est)
     if json_out:
         _print_json({**est.model_dump(mode="json"), **json_fields(intervals)})
         return
@@ -125,6 +131,8 @@ def validate_cmd(
                                        "in the catalog: 'published' (the default: the team's validation runs) or "
                                        "'more' (further published runs the project gathered)"),
     json_out: bool = _JSON,
+    html: Optional[Path] = _HTML,
+    png: Optional[Path] = _PNG,
 ) -> None:
     """Predict every published training run and score the error (MAPE and worst, overall and per group)."""
     from ..validate import load_runs, validate_runs
@@ -133,7 +141,12 @@ def validate_cmd(
     data = load_runs(runs)
     if not data:
         raise UserError(f"{runs or 'runs'}: the runs list is empty")
-    result = validate_runs(data)
+    from .html import write_report
+    from .progress import progress_bar
+
+    with progress_bar("predicting runs", unit="runs", quiet=json_out) as bar:
+        result = validate_runs(data, progress=bar)
+    write_report("validate", html, png, result, data)
     if json_out:
         _print_json(as_json(result))
         return
@@ -222,6 +235,8 @@ def plan_cmd(
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
     json_out: bool = _JSON,
+    html: Optional[Path] = _HTML,
+    png: Optional[Path] = _PNG,
 ) -> None:
     """Find the fastest layout that fits for a model on a cluster (or, with --sweep-gpus, on several sizes)."""
     from .plan_view import run_plan
@@ -234,7 +249,7 @@ def plan_cmd(
                                   gpus_per_node=gpus_per_node),
              stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe),
              out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
-             tp_across_nodes=tp_across_nodes)
+             tp_across_nodes=tp_across_nodes, html=html, png=png)
 
 
 def _bounds(lo: Optional[int], hi: Optional[int]) -> Optional[tuple[int, int]]:

@@ -157,8 +157,11 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
              tokens_per_step: Optional[int], seq_len: Optional[int], top: int, pins: dict[str, Any],
              headroom: Optional[float], sweep_gpus: Optional[str], cluster_flags: dict[str, Any],
              stack_flags: dict[str, Any], out: Optional[Path], json_out: bool,
-             global_batch_bounds: Optional[tuple[int, int]] = None, tp_across_nodes: bool = False) -> None:
+             global_batch_bounds: Optional[tuple[int, int]] = None, tp_across_nodes: bool = False,
+             html: Optional[Path] = None, png: Optional[Path] = None) -> None:
     from ..search import search, sweep
+    from .html import write_report
+    from .progress import progress_bar
 
     spec = resolve_model(model)
     if gpu is None:
@@ -182,16 +185,10 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
             raise UserError("--out saves one plan: give --gpus instead of --sweep-gpus")
         sizes = parse_sizes(sweep_gpus)
         resolve_cluster(gpu, sizes[0], **cluster_flags)            # bad GPU or cluster flags: fail before searching
-        status = Console(stderr=True).status(f"searching {len(sizes)} cluster sizes") if sys.stderr.isatty() \
-            else None
-        if status:
-            status.start()
-        try:
-            res = sweep(spec, gpu, sizes, **cluster_flags, **kw)
-        finally:
-            if status:
-                status.stop()
+        with progress_bar(f"searching {len(sizes)} cluster sizes", unit="sizes", quiet=json_out) as bar:
+            res = sweep(spec, gpu, sizes, **cluster_flags, progress=bar, **kw)
         ivs = _sweep_intervals(res, spec, resolve_cluster(gpu, sizes[0], **cluster_flags).gpu)
+        write_report("sweep", html, png, res)
         if json_out:
             d = res.as_json()
             for row, iv in zip(d["rows"], ivs):
@@ -206,11 +203,18 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         return
 
     cluster = resolve_cluster(gpu, gpus, **cluster_flags)
-    bar = SearchProgress(f"searching layouts of {spec.name} on {cluster.n_gpus:,} x {cluster.gpu.id}")
+    bar = SearchProgress(f"searching layouts of {spec.name} on {cluster.n_gpus:,} x {cluster.gpu.id}",
+                         enabled=False if json_out else None)
+    points = None
+    if html is not None or png is not None:
+        from .html.plan_figs import SearchPoints
+
+        points = SearchPoints()
     try:
-        res = search(spec, cluster, top=top, progress=bar, **kw)
+        res = search(spec, cluster, top=top, progress=bar, observe=points, **kw)
     finally:
         bar.close()
+    write_report("plan", html, png, res, points)
     saved = None
     if out is not None:
         from ..plan_file import save_plan
