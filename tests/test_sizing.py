@@ -37,7 +37,7 @@ def test_smallest_cluster_meets_the_deadline_and_the_next_smaller_does_not():
     for key in ("n_gpus", "layout", "days", "peak_facility_mw", "cost_usd", "binding", "interval"):
         assert key in d
     lo, hi = d["interval"]["days"]
-    assert lo <= d["days"] <= hi and "megacluster.uncertainty" in d["interval_note"]
+    assert lo <= d["days"] <= hi and "cross-validated error" in d["interval_note"]
     json.dumps(d)
 
 
@@ -120,7 +120,21 @@ def test_interval_comes_from_the_campaign_when_it_carries_one():
     from megacluster.sizing import _interval
 
     iv, note = _interval(SimpleNamespace(intervals={"days": [50.0, 70.0], "tokens_per_s": [1.0, 2.0]},
-                                         interval_basis="hopper/megatron"))
-    assert iv == {"days": [50.0, 70.0]} and "uncertainty" in note and "hopper/megatron" in note
+                                         interval_basis={"group": "hopper/megatron", "runs": 28, "families": 9,
+                                                         "widen": 1.0, "far_from_validated": []}))
+    assert iv == {"days": [50.0, 70.0]} and "28 published runs on hopper/megatron" in note
     iv, note = _interval(SimpleNamespace())
     assert iv is None and "--mfu" in note
+
+
+def test_size_writes_the_answers_campaign_as_html(tmp_path):
+    from typer.testing import CliRunner
+
+    from megacluster.cli import app
+
+    out = tmp_path / "size.html"
+    r = CliRunner().invoke(app, ["size", "--model", "llama3.1-8b", "--tokens", "1T", "--days", "20", "--trials", "20",
+                                 "--html", str(out)])
+    assert r.exit_code == 0, r.output
+    text = out.read_text()
+    assert "megacluster size" in text and "plotly" in text.lower()

@@ -4,6 +4,7 @@ only; the work is :func:`megacluster.api.size` (:mod:`megacluster.sizing`)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -80,6 +81,10 @@ def size(
     trials: int = typer.Option(200, "--trials", help="Monte Carlo trials of the reliability model for the answer"),
     seed: int = typer.Option(0, "--seed", help="random seed of the reliability Monte Carlo"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    html: Optional[Path] = typer.Option(None, "--html", help="also write the answer's campaign as an interactive "
+                                        "HTML report (one file, no network needed)"),
+    png: Optional[Path] = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido "
+                                       "and Chromium)"),
 ) -> None:
     """How big, how long, how much: the smallest cluster that trains a model by a deadline within power and
     budget limits, or the largest model (or most tokens) a cluster, power or budget trains in D days."""
@@ -98,6 +103,10 @@ def size(
                      else None, gpus=gpus, compute_flops=parse_count(compute, "compute") if compute else None,
                      law=law, site=site, fabric=fabric, framework=framework, precision=precision, seq_len=seq_len,
                      global_batch=global_batch, reliability=not no_failures, trials=trials, seed=seed)
+    if (html or png) and r.campaign is not None:
+        from .report.html import write_report
+
+        write_report("size", html, png, r.campaign, r.answer)
     if as_json:
         print(json.dumps(r.to_dict()))
         return

@@ -554,8 +554,11 @@ def _interval(r: CampaignResult) -> tuple[Optional[dict[str, Any]], str]:
         return None, INTERVAL_NOTE
     keep = {k: list(v) for k, v in iv.items() if k in ("days", "days_failure_free", "mfu", "gpu_hours")}
     basis = getattr(r, "interval_basis", None)
-    return keep or None, ("80% intervals of the step model's figures (megacluster.uncertainty)" +
-                          (f"; basis: {basis}" if basis else ""))
+    if not basis:
+        return keep or None, "80% intervals of the step model's figures (megacluster.uncertainty)"
+    from .uncertainty import basis_text
+
+    return keep or None, basis_text(basis) + "; days hold the goodput fixed"
 
 
 def _why_notes(r: CampaignResult) -> list[str]:

@@ -340,3 +340,12 @@ def json_fields(intervals: dict[str, Any]) -> dict[str, Any]:
     predicted value."""
     return {(k if k == "interval_basis" else f"{k}_interval"): v for k, v in
             {**{k: v for k, v in intervals.items() if k != "basis"}, "interval_basis": intervals["basis"]}.items()}
+
+
+def basis_text(basis: dict) -> str:
+    """One line on where an 80% interval comes from (``uncertainty.Band.basis``)."""
+    far = basis.get("far_from_validated") or []
+    widened = f"; widened x{basis['widen']:.2f}: far from validated runs in {', '.join(far)}" if far else ""
+    group = "all runs" if basis["group"] == "all" else f"runs on {basis['group']}"
+    return (f"80% intervals: the step model's cross-validated error on {basis['runs']} published {group} "
+            f"({basis['families']} sources){widened}")

@@ -8,6 +8,7 @@ from typing import Iterable
 from rich.table import Table
 
 from ..specs import Layout
+from ..uncertainty import basis_text  # noqa: F401  (re-exported: the report modules print it)
 
 # labels of StepEstimate.time_s keys, grouped as printed
 TIME_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
@@ -78,15 +79,6 @@ def fmt_params(n: float) -> str:
 def interval_text(iv, fmt) -> str:
     """`` (80%: lo - hi)`` for an interval ``[lo, hi]`` (empty for None), each end through ``fmt``."""
     return "" if iv is None else f" [dim](80%: {fmt(iv[0])} - {fmt(iv[1])})[/dim]"
-
-
-def basis_text(basis: dict) -> str:
-    """One line on where an 80% interval comes from (``uncertainty.Band.basis``)."""
-    far = basis.get("far_from_validated") or []
-    widened = f"; widened x{basis['widen']:.2f}: far from validated runs in {', '.join(far)}" if far else ""
-    group = "all runs" if basis["group"] == "all" else f"runs on {basis['group']}"
-    return (f"80% intervals: the step model's cross-validated error on {basis['runs']} published {group} "
-            f"({basis['families']} sources){widened}")
 
 
 def summary_table(est, intervals: dict | None = None) -> Table:
