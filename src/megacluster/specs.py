@@ -192,6 +192,13 @@ class GPUSpec(_Spec):
                                       "tokens per kernel (0 = no length dependence)")
     hbm_efficiency: float = Field(gt=0, le=1, description="sustained fraction of HBM bandwidth (streams)")
     power_cap_w: Optional[float] = Field(None, gt=0, description="board power limit below TDP, if any")
+    # measured by `megacluster calibrate` (None/0: the node defaults; catalog GPUs leave them unset)
+    op_overhead_us: float = Field(0.0, ge=0, description="host time per eager op that does not hide behind "
+                                  "device work, microseconds (a CPU runs its ops synchronously; 0 on GPUs)")
+    intra_node_efficiency: Optional[float] = Field(None, gt=0, le=1, description="achieved fraction of "
+                                                   "nvlink_gbs in collectives within a node (None: the node's)")
+    intra_node_latency_us: Optional[float] = Field(None, ge=0, description="per-step latency of collectives "
+                                                   "within a node, microseconds (None: the node's)")
     source: str = ""
 
     @property

@@ -9,6 +9,8 @@ from typing import Any, List, Optional, Tuple
 import typer
 from rich.console import Console
 
+from ..calibrate.options import HARDWARE
+from ..calibrate.profile import use_hardware
 from ..errors import UserError
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
@@ -77,6 +79,7 @@ def campaign(
     trials: int = typer.Option(200, "--trials", help="Monte Carlo trials of the reliability model"),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    hardware: Optional[str] = HARDWARE,
 ) -> None:
     """A whole training campaign: days, GPU-hours, megawatts, energy, water, carbon and cost, every
     assumption with its source."""
@@ -93,6 +96,8 @@ def campaign(
                   reliability=not no_failures, trials=trials, seed=seed)
     console = Console(width=160) if not as_json else None
     explicit = any(x is not None for x in (model, tokens, gpu, gpus, plan))
+    hardware_gpu = use_hardware(hardware, gpu)
+    gpu = hardware_gpu if explicit else gpu
 
     if compare:
         if scenario or explicit:
