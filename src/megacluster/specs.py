@@ -172,7 +172,7 @@ class GPUSpec(_Spec):
     nvlink_gbs: float = Field(ge=0, description="NVLink/xGMI bandwidth per GPU per direction, GB/s")
     nvlink_domain: Optional[int] = Field(None, gt=0, description="GPUs in one NVLink domain in the system this "
                                          "part ships in, where it is not the GPUs of one node (GB200 NVL72: 72)")
-    tdp_w: float = Field(gt=0)
+    tdp_w: float = Field(ge=0, description="board power, W (0: not known, a calibrated CPU)")
     price_usd: float = Field(ge=0)
     # efficiency of this hardware (fractions of the data-sheet peak), each with its source in the YAML
     gemm_efficiency: float = Field(gt=0, le=1, description="best sustained fraction of dense peak, large GEMM")

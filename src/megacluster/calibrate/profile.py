@@ -79,7 +79,9 @@ def _plain(x):
         return {str(k): _plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_plain(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, (str, bytes)):
+    if isinstance(x, str):
+        return str(x)           # str subclasses (torch's version string) as plain text
+    if hasattr(x, "item"):
         return x.item()
     return x
 

@@ -36,9 +36,15 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
     """megacluster's prediction of one step of this run: (StepEstimate or None, a line saying what it is)."""
+    if cfg.hardware:
+        from ..calibrate.predict import predict_run
+
+        return predict_run(cfg.hardware, cfg.model, cfg.layout, cfg.precision, n_gpus, torch.get_num_threads(),
+                           gpu_id, cfg.compile, cfg.stack)
     if gpu_id is None:
-        return None, ("prediction skipped: this run is on CPU, which the planner does not model "
-                      "(pass --gpu ID to see the prediction for that GPU)")
+        return None, ("prediction skipped: this run is on CPU, which the planner does not model without a "
+                      "profile (calibrate it: `megacluster calibrate --out hw.yaml`, then --hardware hw.yaml; "
+                      "or pass --gpu ID to see the prediction for that GPU)")
     if cfg.precision not in ("bf16", "fp16"):
         return None, f"prediction skipped: the planner models bf16/fp16/fp8 training, this run is {cfg.precision}"
     try:
@@ -217,6 +223,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     fpt = M.flops_per_token(cfg.model, L.seq_len)
     out = M.MetricsLog(cfg.metrics, d.is_main)
     out.write({"event": "start", "time": time.time(), "resumed_at": start, "world": d.world,
+               "threads": torch.get_num_threads(),
                "device": str(d.device), "params": n_params, "flops_per_token": fpt,
                "peak_flops": peak.flops, "peak_source": peak.source, "prediction_note": note,
                "prediction": est.model_dump(mode="json") if est is not None else None,
