@@ -4,8 +4,10 @@
 
 Without --hardware it first runs ``megacluster calibrate --quick`` (and says how long it took). Then it trains
 each layout below with ``megacluster train --hardware`` (1 process, or 2 under torchrun: FSDP, TP, PP) and
-prints the prediction the run printed beside the median of its steady steps. A benchmark, not a test: the
-figures depend on the machine and on what else runs on it (the load average is printed before and after).
+prints the prediction the run printed beside the median of its steady steps, in wall time and in rank 0's CPU
+time (all its threads: on a shared machine the clue to what the step costs unloaded; it leaves out time spent
+waiting, such as a pipeline bubble). A benchmark, not a test: the figures depend on the machine and on what else
+runs on it (the load average is printed before and after).
 """
 
 from __future__ import annotations
@@ -93,19 +95,24 @@ def main() -> None:
     hw = hw.resolve()
     pick = [int(x) - 1 for x in a.only.split(",")] if a.only else range(len(LAYOUTS))
     rows = []
-    print(f"{'#':>2} {'layout':38} {'device':22} {'predicted s':>11} {'measured s':>10} {'pred/meas':>9}")
+    print(f"{'#':>2} {'layout':38} {'device':22} {'predicted s':>11} {'measured s':>10} {'pred/meas':>9} "
+          f"{'CPU s':>7} {'pred/CPU':>8}")
     for i in pick:
         label, procs, flags = LAYOUTS[i]
         res = run_layout(hw, procs, flags, a.steps, a.threads, tmp)
         pred, meas = res["prediction"], res["measured"]["step_time_s"]
+        cpu = res["measured"].get("cpu_time_s") or float("nan")
         p = pred["step_time_s"] if pred else float("nan")
-        rows.append((label, p, meas))
+        rows.append((label, p, meas, cpu))
         dev = pred["gpu"] if pred else res["prediction_note"][:22]
-        print(f"{i + 1:>2} {label:38} {dev:22} {p:11.4g} {meas:10.4g} {p / meas:9.2f}", flush=True)
-    errs = [abs(p / m - 1) for _, p, m in rows if p == p]
-    if errs:
-        within = sum(e <= 0.2 for e in errs)
-        print(f"mean |error| {sum(errs) / len(errs):.1%}, worst {max(errs):.1%}, within 20%: {within}/{len(errs)}")
+        print(f"{i + 1:>2} {label:38} {dev:22} {p:11.4g} {meas:10.4g} {p / meas:9.2f} {cpu:7.4g} {p / cpu:8.2f}",
+              flush=True)
+    for name, col in (("wall", 2), ("CPU time of rank 0", 3)):
+        errs = [abs(r[1] / r[col] - 1) for r in rows if r[1] == r[1] and r[col] == r[col]]
+        if errs:
+            within = sum(e <= 0.2 for e in errs)
+            print(f"vs {name}: mean |error| {sum(errs) / len(errs):.1%}, worst {max(errs):.1%}, "
+                  f"within 20%: {within}/{len(errs)}")
     print(f"load average after: {_load()}")
 
 

@@ -297,7 +297,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     else:
         ep_exposed = np.zeros_like(tp)
 
-    t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed
+    # host work a stack's parallel wrappers add per layer and micro-batch where the host does not run ahead of
+    # the device (a calibrated CPU: FSDP hooks and copies, DTensor redistributions; stack constants measured by
+    # `megacluster calibrate` into a profile, 0 in the catalog)
+    t_wrap = (np.where(dp * cp > 1, c.get("fsdp_layer_overhead_s", 0.0), 0.0)
+              + np.where(tp > 1, c.get("tp_layer_overhead_s", 0.0), 0.0))
+    t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed + t_wrap
     # slowest stage per micro-batch: the last (its layers and the output layer) or, where the stack balances
     # the ends, a middle one
     last_slowest = layers_end * t_layer_total + t_logits >= layers_mid * t_layer_total
@@ -441,7 +446,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "t_overlap_slowdown": t_contention,
         # host time of eager ops (layers and optimizer; a recomputed forward's are in t_recompute)
         # (the output layer's are in t_output_layer)
-        "t_op_overhead": n_mb * layers_crit * (t_ops_f + t_ops_b) + t_ops_step,
+        "t_op_overhead": n_mb * layers_crit * (t_ops_f + t_ops_b + t_wrap) + t_ops_step,
         "t_compute": t_compute,
         # memory per GPU, bytes
         "m_weights": weights, "m_gradients": grads, "m_optimizer": optim, "m_activations": activations,

@@ -210,6 +210,47 @@ def collective_points(device, sizes, reps: int) -> tuple[list[list], list[str]]:
     return rows, skipped
 
 
+def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
+    """Wall time per layer of the runtime's tiny Llama (forward + backward, 2 and 6 layers) under its FSDP2
+    (dp = world) and DTensor tensor parallelism (tp = world) in this group: the host work those wrappers add
+    per layer (hooks, copies, redistributions and the latency of their small collectives)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..runtime.model import Transformer
+    from ..runtime.parallel import Dist, make_mesh, parallelize
+    from ..specs import Layout, ModelSpec
+
+    x = torch.randint(0, 64, (1, 8), device=device)
+    out = {}
+    for mode in ("fsdp", "tp"):
+        lay = Layout(tp=world if mode == "tp" else 1, dp=1 if mode == "tp" else world, micro_batch=1,
+                     global_batch=1 if mode == "tp" else world, seq_len=8, recompute="none", zero=3,
+                     sequence_parallel=True, precision="bf16")
+        d = Dist(rank=rank, world=world, local_rank=rank, device=device)
+        make_mesh(d, lay)
+        times = {}
+        for layers in (2, 6):
+            spec = ModelSpec(name="op-probe", n_layers=layers, d_model=16 * world, n_heads=2 * world,
+                             n_kv_heads=world, ffn_hidden=32 * world, vocab=64, mlp="swiglu", seq_len=8)
+            model = Transformer(spec, 8)
+            model.init_weights(0)
+            model.to(device)
+            parallelize(model, d, lay, "fp32", False, "inductor")
+
+            def step():
+                loss = F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
+                loss.backward()
+
+            times[layers] = best_time(step, device, reps, inner=3, wall=True)
+        t = torch.tensor([(times[6] - times[2]) / 4], dtype=torch.float64)
+        import torch.distributed as dist
+
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        out[f"{mode}_per_layer_s"] = max(float(t), 0.0)
+    return out
+
+
 def _collective_worker(rank: int, world: int, init: str, out: str, device_type: str, sizes, reps) -> None:
     import json
     import warnings
@@ -226,9 +267,13 @@ def _collective_worker(rank: int, world: int, init: str, out: str, device_type: 
                             world_size=world)
     try:
         rows, skipped = collective_points(dev, sizes, reps)
+        try:
+            layers = parallel_layer_points(dev, rank, world, reps)
+        except (RuntimeError, ValueError) as e:       # a layout the group cannot run (world too large, ...)
+            layers = {"skipped": str(e).splitlines()[0][:160]}
         if rank == 0:
             with open(out, "w", encoding="utf-8") as f:
-                json.dump({"rows": rows, "skipped": skipped}, f)
+                json.dump({"rows": rows, "skipped": skipped, "layers": layers}, f)
     finally:
         dist.destroy_process_group()
 

@@ -91,7 +91,7 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
         raw = bench.spawn_collectives(dev_type, procs, sizes, sw.reps)
         tick("collectives")
         coll = {"fit": fit.fit_collectives(raw["rows"], procs) if raw["rows"] else None,
-                "points": raw["rows"], "skipped": raw["skipped"]}
+                "points": raw["rows"], "skipped": raw["skipped"], "layers": raw.get("layers")}
     if dev_type == "cpu":
         name = cpu_name()
         measured["device"] = name
@@ -110,8 +110,32 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
         gpus.append(e)
         fits[e["id"]], points[e["id"]] = f, p
     fabric = _fabric_entry(gpus[0]["id"], coll, dev_type, measured)
-    return {"measured": measured, "gpus": gpus, "fabrics": [fabric] if fabric else [], "fits": fits,
-            "points": points}
+    stacks = [_cpu_stack(fits[gpus[-1]["id"]], coll)] if dev_type == "cpu" and coll and coll.get("layers") else []
+    return {"measured": measured, "gpus": gpus, "fabrics": [fabric] if fabric else [], "stacks": stacks,
+            "fits": fits, "points": points}
+
+
+def _cpu_stack(fits_1t: dict, coll: dict) -> dict:
+    """The runtime stack (torchtitan's constants) with a ``cpu`` variant that adds the per-layer host work of
+    its FSDP2 and DTensor TP wrappers measured here: the parallel tiny model's time per layer minus the plain
+    one's (one thread) and, for TP, minus the latency of the 8 collective units per layer the step model
+    already counts."""
+    import copy
+
+    from .. import catalog
+
+    layers, lat = coll["layers"], (coll["fit"] or {}).get("latency_s", 0.0)
+    plain = fits_1t["ops"]["per_layer_s"]
+    extra = {"fsdp_layer_overhead_s": max(0.0, layers.get("fsdp_per_layer_s", plain) - plain),
+             "tp_layer_overhead_s": max(0.0, layers.get("tp_per_layer_s", plain) - plain - 8.0 * lat)}
+    entry = copy.deepcopy(next(e for e in catalog.load("stacks")["stacks"] if e["id"] == "torchtitan"))
+    from ..estimate import _variant
+
+    entry["by_generation"]["cpu"] = {**_variant(entry["by_generation"], "cpu"), **extra}
+    entry["source"] = (f"{entry['source']} | cpu variant: fsdp_layer_overhead_s and tp_layer_overhead_s measured "
+                       f"by megacluster calibrate (the runtime's tiny Llama, 2 vs 6 layers, {coll['fit']['ranks']} "
+                       "processes, minus the plain per-layer time and the TP latency the model counts)")
+    return entry
 
 
 def _coll_fields(coll, halve: bool) -> dict:
@@ -147,7 +171,8 @@ def _cpu_entry(name: str, threads: int, sw, tick, coll):
               "runtime's CPU precision) in the 16-bit slot: peak_tflops.bf16 = the measured fp32 matmul peak, "
               "hbm_tbs and nvlink_gbs = measured bytes/s halved into 2-byte element rates; GEMM, attention and "
               "bandwidth constants fitted to the points in this file; op_overhead_us from the runtime's own "
-              "tiny model; tdp_w and price_usd not measured (0)")
+              "tiny model; overlap_compute_slowdown 1: a collective's copies and reductions run on the same "
+              "cores as compute, so hiding it saves nothing; tdp_w and price_usd not measured (0)")
     entry = {"id": eid, "name": f"{name} ({threads} thread{'s' if threads > 1 else ''}, calibrated)",
              "generation": "cpu", "peak_tflops": {"bf16": peak / 1e12, "fp32": peak / 1e12},
              "hbm_gib": round(ram_gib(), 2), "hbm_tbs": mem["bytes_per_s"] / 2 / 1e12,
@@ -156,10 +181,10 @@ def _cpu_entry(name: str, threads: int, sw, tick, coll):
              "gemm_k_overhead": max(g["k0"], 1e-3), "gemm_launch_us": 0.0,
              "attention_efficiency": min(1.0, a["rate_flops"] / peak), "attention_half_seq": a["half_seq"],
              "attention_bwd_ratio": min(1.5, max(a["bwd_ratio"], 0.05)), "hbm_efficiency": 1.0,
-             "op_overhead_us": op_us, "source": source}
+             "overlap_compute_slowdown": 1.0, "op_overhead_us": op_us, "source": source}
     fits = {"threads": threads, "peak_flops": peak, "gemm_fp32": g, "attention_fp32": a, "memory": mem,
             "ops": {**ops, "ops_per_layer": per_layer_ops, "op_overhead_us": op_us},
-            "collectives": coll["fit"] if coll else None}
+            "collectives": coll["fit"] if coll else None, "parallel_layers": coll.get("layers") if coll else None}
     points = {"gemm_fp32": gemm, "attention_fp32": attn, "memory": stream,
               "collectives": coll["points"] if coll else [],
               "collectives_skipped": coll["skipped"] if coll else []}

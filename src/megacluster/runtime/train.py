@@ -239,7 +239,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     rep.start(start, cfg.steps)
     try:
         for step in range(start, cfg.steps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -272,9 +272,11 @@ def _run(cfg: TrainConfig, d) -> dict:
             if not math.isfinite(loss_v):
                 raise UserError(f"loss became {loss_v} at step {step + 1}; lower --lr or raise --warmup")
             dt = time.perf_counter() - t0
+            cpu = time.process_time() - c0      # this process's CPU time (all threads): a shared machine's clue
             tps = tokens_per_step / dt
             tfl = fpt * tps / d.world / 1e12
             rec = {"step": step + 1, "loss": loss_v, "lr": lr, "grad_norm": gnorm, "step_time_s": dt,
+                   "cpu_time_s": cpu,
                    "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tps,
                    "tokens_per_s_per_device": tps / d.world, "tflops_per_device": tfl,
                    "mfu": tfl * 1e12 / peak.flops if peak.flops == peak.flops else float("nan"),
