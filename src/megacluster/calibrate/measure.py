@@ -161,7 +161,7 @@ def _cpu_entry(name: str, threads: int, sw, tick, coll):
     a = fit.fit_attention(attn)
     stream = bench.stream_points(dev, sw, tick)
     mem = fit.fit_bandwidth(stream)
-    ops = bench.op_points(dev, tick, reps=sw.reps)
+    ops = bench.op_points(dev, tick, reps=max(sw.reps, 5))
     c = catalog.stack_constants("torchtitan")["by_generation"]["default"]
     per_layer_ops = c.get("eager_ops_layer_fwd", 0) + c.get("eager_ops_layer_bwd", 0)
     op_us = ops["per_layer_s"] / per_layer_ops * 1e6 if per_layer_ops else 0.0
@@ -215,7 +215,7 @@ def _cuda_entry(gpu_id, sw, tick, coll, catalog):
     a = fit.fit_attention(attn)
     stream = bench.stream_points(dev, sw, tick)
     mem = fit.fit_bandwidth(stream)
-    ops = bench.op_points(dev, tick, reps=sw.reps)
+    ops = bench.op_points(dev, tick, reps=max(sw.reps, 5))
     entry = base.model_dump(mode="json")
     entry.update({"gemm_efficiency": min(1.0, g["rate_flops"] / peak), "gemm_k_overhead": max(g["k0"], 1e-3),
                   "gemm_launch_us": g["launch_s"] * 1e6, "sm_count": props.multi_processor_count,
