@@ -77,9 +77,16 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
     else:
         settings = [0]
         procs = procs if procs is not None else torch.cuda.device_count()
-    n_gemm = len(sw.gemm_mn) ** 2 * len(sw.gemm_k)
-    per = n_gemm + len(sw.attn_seq) + 3 + 2
-    plan(per * len(settings) + (1 if procs > 1 else 0))
+    # --quick on a CPU: the sweep of the every-core setting is thinned (many threads on a busy machine are slow
+    # to time); the one-thread setting, timed on the thread's CPU clock, keeps the full quick sweep
+    thin = bench.Sweep(sw.gemm_mn[::2], sw.gemm_k[::2], sw.attn_seq[::2], sw.stream_bytes, sw.coll_bytes, sw.reps) \
+        if quick and not tiny else sw
+    sweeps = {t: (thin if t > 1 else sw) for t in settings}
+
+    def n_points(x):
+        return len(x.gemm_mn) ** 2 * len(x.gemm_k) + len(x.attn_seq) + 3 + 2
+
+    plan(sum(n_points(sweeps[t]) for t in settings) + (1 if procs > 1 else 0))
 
     measured = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "host": socket.gethostname(), "platform": platform.platform(), **_versions(),
@@ -99,7 +106,7 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
         try:
             for threads in settings:
                 torch.set_num_threads(threads)
-                e, f, p = _cpu_entry(name, threads, sw, tick, coll)
+                e, f, p = _cpu_entry(name, threads, sweeps[threads], tick, coll)
                 gpus.append(e)
                 fits[e["id"]], points[e["id"]] = f, p
         finally:
