@@ -172,6 +172,9 @@ def test_metrics_without_steady_steps_is_one_line(capsys, tmp_path, cpu_profile)
     code, _, err = run_cli(capsys, "calibrate", "--from-metrics", str(m), "--hardware", str(cpu_profile),
                            "--out", str(tmp_path / "o.yaml"))
     assert code == 2 and "no steady steps" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(capsys, "calibrate", "--from-metrics", str(m), "--hardware", str(cpu_profile),
+                           "--out", str(tmp_path / "o.yaml"), "--clock", "gpu")
+    assert code == 2 and "--clock must be wall or cpu" in err
     m.write_text("not json\n")
     code, _, err = run_cli(capsys, "calibrate", "--from-metrics", str(m), "--hardware", str(cpu_profile),
                            "--out", str(tmp_path / "o.yaml"))

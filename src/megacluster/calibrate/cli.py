@@ -24,6 +24,8 @@ def calibrate_cmd(
                                                       "measured runs instead (metrics JSONL of `train "
                                                       "--metrics`; repeatable)"),
     hardware: Optional[Path] = typer.Option(None, "--hardware", help="with --from-metrics: the profile to refine"),
+    clock: str = typer.Option("wall", "--clock", help="with --from-metrics: wall (step time) or cpu (rank 0's CPU "
+                              "time per step, for one-process runs on a shared machine)"),
     tiny: bool = typer.Option(False, "--tiny", hidden=True, help="a seconds-long sweep (tests)"),
     json_out: bool = typer.Option(False, "--json", help="print the fits (or the refinement) as JSON"),
 ) -> None:
@@ -38,7 +40,7 @@ def calibrate_cmd(
     if from_metrics:
         from .refine import refine
 
-        result = refine(from_metrics, hardware, out)
+        result = refine(from_metrics, hardware, out, clock)
         if json_out:
             print(json.dumps(result, default=float))
         else:

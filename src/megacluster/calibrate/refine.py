@@ -34,9 +34,9 @@ EAGER_KEYS = ("eager_ops_layer_fwd", "eager_ops_layer_bwd", "eager_ops_model", "
               "eager_ops_optimizer")
 
 
-def read_run(path: Path) -> dict:
+def read_run(path: Path, key: str = "step_time_s") -> dict:
     """(config, measured median step seconds, steady steps, threads) of one metrics JSONL; no steady step or
-    no start record: a one-line UserError."""
+    no start record: a one-line UserError. ``key``: step_time_s (wall) or cpu_time_s (rank 0's CPU time)."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--from-metrics {p}: file not found")
@@ -59,7 +59,9 @@ def read_run(path: Path) -> dict:
         raise UserError(f"--from-metrics {p}: no start record with the run's config (is it a `megacluster train "
                         "--metrics` file?)")
     skip = int(start["config"].get("warmup_steps_excluded", 2))
-    steady = [r["step_time_s"] for r in steps[skip:] if isinstance(r.get("step_time_s"), (int, float))]
+    steady = [r[key] for r in steps[skip:] if isinstance(r.get(key), (int, float))]
+    if not steady and key != "step_time_s" and steps[skip:]:
+        raise UserError(f"--from-metrics {p}: the steps have no {key} (recorded by newer `megacluster train`)")
     if not steady:
         raise UserError(f"--from-metrics {p}: no steady steps ({len(steps)} step(s), the first {skip} are "
                         "warm-up); train for more steps")
@@ -85,9 +87,13 @@ def _predict(run: dict, hardware) -> object:
     return est
 
 
-def refine(metrics: list[Path], hardware: Optional[Path], out: Path) -> dict:
-    """Fit, write the refined profile to ``out`` and return the report (runs before/after, constants moved)."""
-    runs = [read_run(p) for p in metrics]
+def refine(metrics: list[Path], hardware: Optional[Path], out: Path, clock: str = "wall") -> dict:
+    """Fit, write the refined profile to ``out`` and return the report (runs before/after, constants moved).
+    ``clock``: wall (the step time) or cpu (rank 0's CPU time per step: on a shared machine, what the step
+    costs without the other work; it leaves out waiting, so use it for one-process runs)."""
+    if clock not in ("wall", "cpu"):
+        raise UserError(f"--clock must be wall or cpu, not {clock!r}")
+    runs = [read_run(p, "cpu_time_s" if clock == "cpu" else "step_time_s") for p in metrics]
     hardware = hardware or runs[0]["hardware"]
     if not hardware:
         raise UserError("--from-metrics needs --hardware PROFILE (the run was not trained with --hardware)")
@@ -116,7 +122,7 @@ def refine(metrics: list[Path], hardware: Optional[Path], out: Path) -> dict:
     entry["source"] = (f"{base.get('source', '')} | {device.generation} variant refined by megacluster calibrate "
                        f"--from-metrics ({', '.join(r['name'] for r in runs)})")
     profile["stacks"] = [s for s in profile.get("stacks") or [] if s["id"] != entry["id"]] + [entry]
-    method = ("measured = other + x (memory-bound + eager ops) + b; "
+    method = (f"measured ({clock} time) = other + x (memory-bound + eager ops) + b; "
               + ("one run: b if slower than predicted, else x" if len(runs) == 1 else "least squares over runs"))
     profile.setdefault("refinements", []).append({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
