@@ -79,6 +79,9 @@ def fit_attention(points) -> dict[str, float]:
     inv_r, s0_over_r = _nnls(Ar, yr)
     inv_r = max(inv_r, 1e-30)
     rate, s0 = 1.0 / inv_r, s0_over_r / inv_r
+    if s0 > 10.0 * s.max():
+        # no rate plateau within the lengths measured (noisy or too few points): one length-independent rate
+        rate, s0 = float(F.sum() / tf.sum()), 0.0
     fwd_rate_at = rate * s / (s + s0)
     ratio = float(np.median((2.5 * F / fwd_rate_at) / tb))
     pred = F / fwd_rate_at

@@ -79,7 +79,7 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
         procs = procs if procs is not None else torch.cuda.device_count()
     # --quick on a CPU: the sweep of the every-core setting is thinned (many threads on a busy machine are slow
     # to time); the one-thread setting, timed on the thread's CPU clock, keeps the full quick sweep
-    thin = bench.Sweep(sw.gemm_mn[::2], sw.gemm_k[::2], sw.attn_seq[::2], sw.stream_bytes, sw.coll_bytes, sw.reps) \
+    thin = bench.Sweep(sw.gemm_mn[::2], sw.gemm_k[::2], sw.attn_seq, sw.stream_bytes, sw.coll_bytes, sw.reps) \
         if quick and not tiny else sw
     sweeps = {t: (thin if t > 1 else sw) for t in settings}
 
