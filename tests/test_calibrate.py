@@ -99,6 +99,12 @@ def test_attention_fit_recovers_known_parameters():
     assert f["bwd_ratio"] == pytest.approx(ratio, rel=1e-6)
 
 
+def test_attention_fit_without_a_plateau_falls_back_to_one_rate():
+    pts = [(s, 2.0 * s * s, 2.0 * s * s / (1e6 * s), 1e-3) for s in (64, 256)]   # rate grows with s throughout
+    f = fit.fit_attention(pts)
+    assert f["half_seq"] == 0.0 and f["rate_flops"] > 0
+
+
 def test_collective_fit_recovers_latency_and_bandwidth():
     lat, bw, n = 30e-6, 2e9, 4
     pts = []
