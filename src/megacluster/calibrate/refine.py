@@ -98,7 +98,6 @@ def refine(metrics: list[Path], hardware: Optional[Path], out: Path, clock: str 
     if not hardware:
         raise UserError("--from-metrics needs --hardware PROFILE (the run was not trained with --hardware)")
     profile = read_profile(hardware)
-    catalog.use_entries("stacks", [])
     before = [_predict(r, hardware) for r in runs]
     device = catalog.gpu(before[0].gpu)
     framework = (runs[0]["config"].get("stack") or {}).get("framework", "torchtitan")
@@ -129,10 +128,10 @@ def refine(metrics: list[Path], hardware: Optional[Path], out: Path, clock: str 
         "runs": [r["name"] for r in runs], "method": method, "factor": f["factor"], "overhead_s": f["overhead_s"],
         "moved": {k: list(v) for k, v in moved.items()}})
     write_profile(out, profile)
-    catalog.use_entries("stacks", [])
     after = [_predict(r, out) for r in runs]
     rows = [{"name": r["name"], "measured_s": r["measured_s"], "before_s": b.step_time_s, "after_s": a.step_time_s,
-             "error_before": b.step_time_s / r["measured_s"] - 1.0, "error_after": a.step_time_s / r["measured_s"] - 1.0}
+             "error_before": b.step_time_s / r["measured_s"] - 1.0,
+             "error_after": a.step_time_s / r["measured_s"] - 1.0}
             for r, b, a in zip(runs, before, after)]
     return {"runs": rows, "moved": moved, "method": method, "factor": f["factor"], "overhead_s": f["overhead_s"],
             "out": str(out)}
