@@ -29,7 +29,7 @@ def _register() -> None:
     from .report import cli as core_cli
 
     core_cli.register(app)
-    for mod in ("reliability", "campaign", "runtime"):
+    for mod in ("reliability", "campaign", "runtime", "calibrate"):
         module = __import__(f"megacluster.{mod}.cli", fromlist=["register"])
         module.register(app)
     __import__("megacluster.size_cli", fromlist=["register"]).register(app)

@@ -29,8 +29,10 @@ def make_cluster(gpu: str | GPUSpec, n_gpus: int, fabric: str | None = None, nic
     if nvlink_domain is not None and nvlink_domain <= 0:
         raise UserError(f"nvlink_domain must be a positive number of GPUs, got {nvlink_domain}")
     domain = nvlink_domain or max(gpn, g.nvlink_domain or gpn)
+    measured = {k: v for k, v in (("nvlink_efficiency", g.intra_node_efficiency),
+                                  ("nvlink_latency_us", g.intra_node_latency_us)) if v is not None}
     node = NodeSpec(gpus_per_node=gpn, nvlink_domain=domain, nics_per_node=nics_per_node or gpn,
-                    nic_gbps=nic_gbps or nic_default)
+                    nic_gbps=nic_gbps or nic_default, **measured)
     fab = catalog.fabric(fabric or fab_default)
     if fabric == "infiniband" and nic_gbps is not None and nic_gbps <= 200:
         fab = catalog.fabric("infiniband-hdr")

@@ -238,10 +238,15 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         m.attn_params + m.ffn_params(m.ffn_hidden)) / tp
     elem_f = elem_f + np.where(fp8, c["fp8_cast"] * fp8_elems, 0.0)
     t_elem_f = compute.memory_time(g, elem_f)
+    # eager ops the host issues one by one where the device does not run ahead of it (a CPU; GPU entries have
+    # op_overhead_us 0): the stack's op counts per layer (stacks.yaml eager_ops_*) x the device's time per op
+    op_s = g.op_overhead_us * 1e-6
+    t_ops_f = c.get("eager_ops_layer_fwd", 0.0) * op_s
+    t_ops_b = c.get("eager_ops_layer_bwd", 0.0) * op_s
 
     t_gemm_f = t_attn_proj_f + t_mlp_f
-    t_fwd = t_gemm_f + t_core_f + t_elem_f
-    t_bwd = t_attn_proj_b + t_mlp_b + t_core_b + 2.0 * t_elem_f
+    t_fwd = t_gemm_f + t_core_f + t_elem_f + t_ops_f
+    t_bwd = t_attn_proj_b + t_mlp_b + t_core_b + 2.0 * t_elem_f + t_ops_b
     # recompute: full reruns the forward; selective reruns part of it
     sel_extra = c["selective_gemm_recompute"] * t_gemm_f + (t_elem_f if c["selective_gemm_recompute"] else 0.0)
     if c["selective_core"]:
@@ -251,7 +256,8 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
 
     # output layer (last stage): logits GEMMs, then the fp32 softmax cross-entropy over the vocabulary
     f_log, b_log = compute.linear_times(g, T, h, V / tp)
-    t_logits = f_log + b_log + compute.memory_time(g, T * V / tp * c["loss_traffic"])
+    t_ops_out = c.get("eager_ops_model", 0.0) * op_s            # embedding, final norm, output layer, loss
+    t_logits = f_log + b_log + compute.memory_time(g, T * V / tp * c["loss_traffic"]) + t_ops_out
 
     # ------------------------------------------------------------------ communication per layer
     act_msg = T * h * 2.0                                         # one token-block of activations, bytes
@@ -297,7 +303,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     else:
         ep_exposed = np.zeros_like(tp)
 
-    t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed
+    # host work a stack's parallel wrappers add per layer and micro-batch where the host does not run ahead of
+    # the device (a calibrated CPU: FSDP hooks and copies, DTensor redistributions; stack constants measured by
+    # `megacluster calibrate` into a profile, 0 in the catalog)
+    t_wrap = (np.where(dp * cp > 1, c.get("fsdp_layer_overhead_s", 0.0), 0.0)
+              + np.where(tp > 1, c.get("tp_layer_overhead_s", 0.0), 0.0))
+    t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed + t_wrap
     # slowest stage per micro-batch: the last (its layers and the output layer) or, where the stack balances
     # the ends, a middle one
     last_slowest = layers_end * t_layer_total + t_logits >= layers_mid * t_layer_total
@@ -392,8 +403,10 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     n_ranks = tp * pp * dp * cp
     t_straggler = (straggler.slowest_rank_factor(n_ranks, g.speed_spread) - 1.0) * (
         t_compute + t_bubble + t_contention)
+    # optimizer and gradient-clipping ops per step (per layer of this stage, plus the rest of the model)
+    t_ops_step = (c.get("eager_ops_optimizer_layer", 0.0) * layers_stage + c.get("eager_ops_optimizer", 0.0)) * op_s
     step = (t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + t_contention + t_straggler
-            + c["step_overhead_s"])
+            + c["step_overhead_s"] + t_ops_step)
 
     # ------------------------------------------------------------------ memory per GPU
     # ZeRO-3 with fp32 sharded parameters (FSDP2 mixed precision): the fp32 shard is the master copy, so
@@ -455,6 +468,9 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "t_ep_comm": n_mb * layers_crit * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
         "t_dp_comm": dp_exposed, "t_dp_comm_total": t_dp_total, "t_optimizer": t_opt,
         "t_overlap_slowdown": t_contention, "t_straggler": t_straggler,
+        # host time of eager ops (layers and optimizer; a recomputed forward's are in t_recompute)
+        # (the output layer's are in t_output_layer)
+        "t_op_overhead": n_mb * layers_crit * (t_ops_f + t_ops_b + t_wrap) + t_ops_step,
         "t_compute": t_compute,
         # memory per GPU, bytes
         "m_weights": weights, "m_gradients": grads, "m_optimizer": optim, "m_activations": activations,
@@ -491,7 +507,7 @@ class StepEstimate(BaseModel):
 
 TIME_KEYS = ("gemm_attn_proj", "gemm_mlp", "attention", "memory_bound", "recompute", "output_layer",
              "tp_comm", "cp_comm", "ep_comm", "pp_comm", "bubble", "dp_comm", "overlap_slowdown", "optimizer",
-             "straggler")
+             "straggler", "op_overhead")
 MEMORY_KEYS = ("weights", "gradients", "optimizer", "activations", "buffers")
 
 

@@ -172,7 +172,7 @@ class GPUSpec(_Spec):
     nvlink_gbs: float = Field(ge=0, description="NVLink/xGMI bandwidth per GPU per direction, GB/s")
     nvlink_domain: Optional[int] = Field(None, gt=0, description="GPUs in one NVLink domain in the system this "
                                          "part ships in, where it is not the GPUs of one node (GB200 NVL72: 72)")
-    tdp_w: float = Field(gt=0)
+    tdp_w: float = Field(ge=0, description="board power, W (0: not known, a calibrated CPU)")
     price_usd: float = Field(ge=0)
     # efficiency of this hardware (fractions of the data-sheet peak), each with its source in the YAML
     gemm_efficiency: float = Field(gt=0, le=1, description="best sustained fraction of dense peak, large GEMM")
@@ -194,6 +194,13 @@ class GPUSpec(_Spec):
     speed_spread: float = Field(0.0, ge=0, lt=0.5, description="relative standard deviation of the compute "
                                 "speed of GPUs of this part in one cluster (a step waits for the slowest)")
     power_cap_w: Optional[float] = Field(None, gt=0, description="board power limit below TDP, if any")
+    # measured by `megacluster calibrate` (None/0: the node defaults; catalog GPUs leave them unset)
+    op_overhead_us: float = Field(0.0, ge=0, description="host time per eager op that does not hide behind "
+                                  "device work, microseconds (a CPU runs its ops synchronously; 0 on GPUs)")
+    intra_node_efficiency: Optional[float] = Field(None, gt=0, le=1, description="achieved fraction of "
+                                                   "nvlink_gbs in collectives within a node (None: the node's)")
+    intra_node_latency_us: Optional[float] = Field(None, ge=0, description="per-step latency of collectives "
+                                                   "within a node, microseconds (None: the node's)")
     source: str = ""
 
     @property

@@ -8,6 +8,8 @@ from typing import Any, List, Optional, Tuple
 
 import typer
 
+from ..calibrate.options import HARDWARE
+from ..calibrate.profile import use_hardware
 from ..errors import UserError
 from ..report.tables import wide_console
 
@@ -87,6 +89,7 @@ def campaign(
                                        "no network needed)"),
     png: Optional[str] = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and "
                                       "Chromium)"),
+    hardware: Optional[str] = HARDWARE,
 ) -> None:
     """A whole training campaign: days, GPU-hours, megawatts, energy, water, carbon and cost, every
     assumption with its source."""
@@ -106,6 +109,8 @@ def campaign(
                   reliability=not no_failures, trials=trials, seed=seed, progress=bar)
     console = wide_console() if not as_json else None
     explicit = any(x is not None for x in (model, tokens, gpu, gpus, plan))
+    hardware_gpu = use_hardware(hardware, gpu)
+    gpu = hardware_gpu if explicit else gpu
 
     if compare:
         if scenario or explicit:

@@ -53,11 +53,26 @@ def validation_message(e: ValidationError, what: str) -> str:
     return f"{what}: {loc}: {msg}" if loc else f"{what}: {msg}"
 
 
+#: entries a measured hardware profile adds or replaces (``megacluster calibrate``; see ``use_entries``)
+_OVERLAY: dict[str, list[dict]] = {}
+
+
+def use_entries(kind: str, entries: list[dict]) -> None:
+    """Add entries of ``kind`` (gpus, fabrics, stacks) that take the place of catalog entries with the same id
+    or alias for the rest of this process (a ``--hardware`` profile); an empty list removes them again."""
+    _OVERLAY[kind] = [dict(e) for e in entries]
+    gpu.cache_clear()
+    fabric.cache_clear()
+
+
 def _entries(name: str, key: str) -> dict[str, dict]:
     """Entries of one catalog file by id and by each of their aliases (runs files and users name the same
     hardware or framework in several ways: ``h100`` for ``h100-sxm``, ``nemo`` for ``megatron``)."""
     out: dict[str, dict] = {}
-    for e in load(name)[key]:
+    for e in list(load(name)[key]) + _OVERLAY.get(name, []):
+        replaced = out.get(e["id"])
+        if replaced is not None:     # a measured entry takes the place of the catalog's under all its names
+            out.update({k: e for k, v in out.items() if v is replaced})
         out[e["id"]] = e
         for a in e.get("aliases", []) or []:
             out[a] = e
@@ -82,7 +97,7 @@ def _lookup(kind: str, file: str, name: str) -> dict:
 
 def names(kind: str) -> list[str]:
     """Catalog ids of one kind: ``gpus``, ``fabrics``, ``models``, ``stacks``."""
-    return sorted(e["id"] for e in load(kind)[kind])
+    return sorted({e["id"] for e in list(load(kind)[kind]) + _OVERLAY.get(kind, [])})
 
 
 @functools.lru_cache(maxsize=None)

@@ -11,6 +11,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from ..calibrate.options import HARDWARE
+from ..calibrate.profile import use_hardware
 from ..errors import UserError
 
 # ------------------------------------------------------------------------------------------ shared options
@@ -87,8 +89,10 @@ def estimate_cmd(
     json_out: bool = _JSON,
     html: Optional[Path] = _HTML,
     png: Optional[Path] = _PNG,
+    hardware: Optional[Path] = HARDWARE,
 ) -> None:
     """Predict one training step: time, memory and FLOPs per GPU for a model, cluster and layout."""
+    gpu = use_hardware(hardware, gpu)
     from ..estimate import estimate
     from .fit import does_not_fit_message
     from .inputs import Plan, read_plan, resolve_cluster, resolve_layout, resolve_model, resolve_stack
@@ -133,8 +137,10 @@ def validate_cmd(
     json_out: bool = _JSON,
     html: Optional[Path] = _HTML,
     png: Optional[Path] = _PNG,
+    hardware: Optional[Path] = HARDWARE,
 ) -> None:
     """Predict every published training run and score the error (MAPE and worst, overall and per group)."""
+    use_hardware(hardware)
     from ..validate import load_runs, validate_runs
     from .validation_view import as_json, runs_table, skipped_table, summary_table
 
@@ -237,8 +243,10 @@ def plan_cmd(
     json_out: bool = _JSON,
     html: Optional[Path] = _HTML,
     png: Optional[Path] = _PNG,
+    hardware: Optional[Path] = HARDWARE,
 ) -> None:
     """Find the fastest layout that fits for a model on a cluster (or, with --sweep-gpus, on several sizes)."""
+    gpu = use_hardware(hardware, gpu)
     from .plan_view import run_plan
 
     run_plan(model=model, gpu=gpu, gpus=gpus, global_batch=global_batch, tokens_per_step=tokens_per_step,

@@ -21,6 +21,8 @@ TIME_GROUPS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
                                  ("overlap_slowdown", "compute slowed by hidden communication"))),
     ("pipeline", (("bubble", "bubble"),)),
     ("optimizer", (("optimizer", "optimizer step"),)),
+    ("synchronisation", (("straggler", "waiting for the slowest of N GPUs"),)),
+    ("host", (("op_overhead", "eager-op launch time (measured devices)"),)),
 )
 MEMORY_LABELS = (("weights", "weights"), ("gradients", "gradients"), ("optimizer", "optimizer state"),
                  ("activations", "activations"), ("buffers", "buffers + reserved"))

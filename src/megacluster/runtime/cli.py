@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from ..calibrate.options import HARDWARE
 from ..errors import UserError
 
 INSTALL_HINT = "megacluster train needs PyTorch: pip install 'megacluster[train]'"
@@ -113,6 +114,7 @@ def train(
     fabric: Optional[str] = typer.Option(None, help="catalog fabric for the prediction"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     json_out: bool = typer.Option(False, "--json", help="print one JSON object (summary) on stdout"),
+    hardware: Optional[Path] = HARDWARE,
 ) -> None:
     """Train a Llama-architecture model with a plan's layout (launch with torchrun for several processes)
     and compare the measured throughput with megacluster's prediction."""
@@ -125,6 +127,10 @@ def train(
         raise UserError("--lr must be positive and --warmup, --checkpoint-every non-negative")
     if resume and resume != "auto" and not Path(resume).exists():
         raise UserError(f"--resume {resume}: no such checkpoint directory (give a step_* directory or auto)")
+    if hardware:
+        from ..calibrate.profile import use_hardware
+
+        use_hardware(hardware, gpu)        # a malformed profile, or one for another GPU: one line, exit 2
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -138,7 +144,7 @@ def train(
                        compile=compile, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
                        seed=seed, data=data, tokenizer=tokenizer, text_key=text_key, checkpoint_dir=checkpoint_dir,
                        checkpoint_every=checkpoint_every, keep=keep, resume=resume, metrics=metrics,
-                       log_every=log_every, device=device, json=json_out)
+                       log_every=log_every, device=device, json=json_out, hardware=hardware)
     from .train import run
 
     run(cfg)

@@ -45,6 +45,7 @@ class TrainConfig:
     stack: StackSpec | None = None
     device: str = "auto"
     json: bool = False
+    hardware: Path | None = None     # hardware profile (megacluster calibrate): predict for this machine
     warmup_steps_excluded: int = 2   # steps left out of the throughput summary (compilation, warm-up)
     extra: dict = field(default_factory=dict)
 
@@ -54,6 +55,6 @@ class TrainConfig:
         d["model"] = self.model.model_dump()
         d["layout"] = self.layout.model_dump()
         d["stack"] = self.stack.model_dump() if self.stack else None
-        for k in ("checkpoint_dir", "metrics"):
+        for k in ("checkpoint_dir", "metrics", "hardware"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d

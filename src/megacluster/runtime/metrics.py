@@ -165,4 +165,5 @@ def summarize(records: list[dict], skip: int) -> dict:
     return {"steps": len(records), "steady_steps": len(steady), "final_loss": records[-1]["loss"],
             "tokens_per_s": med("tokens_per_s"), "tokens_per_s_per_device": med("tokens_per_s_per_device"),
             "tflops_per_device": med("tflops_per_device"), "mfu": med("mfu"), "step_time_s": med("step_time_s"),
+            "cpu_time_s": med("cpu_time_s"),
             "memory_gib": max(r["memory_gib"] for r in records)}

@@ -36,9 +36,15 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 
 def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
     """megacluster's prediction of one step of this run: (StepEstimate or None, a line saying what it is)."""
+    if cfg.hardware:
+        from ..calibrate.predict import predict_run
+
+        return predict_run(cfg.hardware, cfg.model, cfg.layout, cfg.precision, n_gpus, torch.get_num_threads(),
+                           gpu_id, cfg.compile, cfg.stack)
     if gpu_id is None:
-        return None, ("prediction skipped: this run is on CPU, which the planner does not model "
-                      "(pass --gpu ID to see the prediction for that GPU)")
+        return None, ("prediction skipped: this run is on CPU, which the planner does not model without a "
+                      "profile (calibrate it: `megacluster calibrate --out hw.yaml`, then --hardware hw.yaml; "
+                      "or pass --gpu ID to see the prediction for that GPU)")
     if cfg.precision not in ("bf16", "fp16"):
         return None, f"prediction skipped: the planner models bf16/fp16/fp8 training, this run is {cfg.precision}"
     try:
@@ -217,6 +223,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     fpt = M.flops_per_token(cfg.model, L.seq_len)
     out = M.MetricsLog(cfg.metrics, d.is_main)
     out.write({"event": "start", "time": time.time(), "resumed_at": start, "world": d.world,
+               "threads": torch.get_num_threads(),
                "device": str(d.device), "params": n_params, "flops_per_token": fpt,
                "peak_flops": peak.flops, "peak_source": peak.source, "prediction_note": note,
                "prediction": est.model_dump(mode="json") if est is not None else None,
@@ -232,7 +239,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     rep.start(start, cfg.steps)
     try:
         for step in range(start, cfg.steps):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             lr = lr_at(cfg, step)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -265,9 +272,11 @@ def _run(cfg: TrainConfig, d) -> dict:
             if not math.isfinite(loss_v):
                 raise UserError(f"loss became {loss_v} at step {step + 1}; lower --lr or raise --warmup")
             dt = time.perf_counter() - t0
+            cpu = time.process_time() - c0      # this process's CPU time (all threads): a shared machine's clue
             tps = tokens_per_step / dt
             tfl = fpt * tps / d.world / 1e12
             rec = {"step": step + 1, "loss": loss_v, "lr": lr, "grad_norm": gnorm, "step_time_s": dt,
+                   "cpu_time_s": cpu,
                    "tokens": (step + 1) * tokens_per_step, "tokens_per_s": tps,
                    "tokens_per_s_per_device": tps / d.world, "tflops_per_device": tfl,
                    "mfu": tfl * 1e12 / peak.flops if peak.flops == peak.flops else float("nan"),

@@ -1,0 +1,295 @@
+"""Microbenchmarks on the local device with PyTorch (imported here only): GEMMs over M/N/K, causal attention
+forward/backward over sequence lengths, memory bandwidth, the host time per eager op of the runtime's own
+model, and collectives over message sizes in a process group. Each returns raw points (seconds are the best
+of a few repetitions after a warm-up: the machine's capability, not its noise)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+Tick = Callable[[str], None]
+
+
+@dataclass
+class Sweep:
+    """Sizes of one calibration (``quick`` or full), per device kind."""
+
+    gemm_mn: tuple[int, ...]
+    gemm_k: tuple[int, ...]
+    attn_seq: tuple[int, ...]
+    stream_bytes: int
+    coll_bytes: tuple[int, ...]
+    reps: int
+
+
+def sweep(device_type: str, quick: bool, tiny: bool = False) -> Sweep:
+    """The sizes measured: small enough on a CPU for ``--quick`` to finish in well under two minutes."""
+    if tiny:      # tests: seconds
+        return Sweep((32, 128), (32, 128), (32, 64), 1 << 20, (1 << 10, 1 << 14), 2)
+    if device_type == "cuda":
+        mn = (256, 1024, 4096, 8192) if quick else (256, 1024, 2048, 4096, 8192, 16384)
+        k = (64, 256, 1024, 4096, 8192) if quick else (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+        return Sweep(mn, k, (512, 1024, 2048, 4096, 8192), 1 << 30,
+                     tuple(1 << p for p in range(12, 29 if quick else 31, 2)), 5 if quick else 10)
+    mn = (64, 256, 1024) if quick else (32, 64, 128, 256, 512, 1024, 2048)
+    k = (32, 128, 512, 1024) if quick else (16, 32, 64, 128, 256, 512, 1024, 2048)
+    return Sweep(mn, k, (64, 128, 256, 512) if quick else (32, 64, 128, 256, 512, 1024, 2048), 1 << 27,
+                 tuple(1 << p for p in range(10, 23 if quick else 25, 2)), 3 if quick else 5)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _clock(device):
+    """The clock a benchmark reads: on a CPU at one thread the calling thread's CPU time (every op runs on it,
+    so other processes sharing the cores do not inflate the figure); else wall time."""
+    import torch
+
+    if device.type == "cpu" and torch.get_num_threads() == 1:
+        return time.thread_time
+    return time.perf_counter
+
+
+def best_time(fn, device, reps: int, inner: int = 1, wall: bool = False) -> float:
+    """Best time of ``fn`` over ``reps`` repetitions (each ``inner`` calls), after one warm-up call (``wall``:
+    wall time whatever the device: collectives wait on other processes and the backend's threads)."""
+    clock = time.perf_counter if wall else _clock(device)
+    fn()
+    _sync(device)
+    best = float("inf")
+    for _ in range(reps):
+        t = clock()
+        for _ in range(inner):
+            fn()
+        _sync(device)
+        best = min(best, (clock() - t) / inner)
+    return best
+
+
+def gemm_points(device, dtype, sw: Sweep, tick: Tick) -> list[list[float]]:
+    """Rows (m, n, k, seconds) of (m x k) @ (k x n) over the sweep."""
+    import torch
+
+    out = []
+    for m in sw.gemm_mn:
+        for n in sw.gemm_mn:
+            for k in sw.gemm_k:
+                a = torch.randn(m, k, device=device).to(dtype)
+                b = torch.randn(k, n, device=device).to(dtype)
+                flops = 2.0 * m * n * k
+                inner = max(1, min(50, int(2e8 / flops)))     # tiny GEMMs: time several per repetition
+                out.append([m, n, k, best_time(lambda: torch.mm(a, b), device, sw.reps, inner)])
+                tick("gemm")
+    return out
+
+
+def attention_points(device, dtype, sw: Sweep, tick: Tick, heads: int = 8, head_dim: int = 64
+                     ) -> list[list[float]]:
+    """Rows (seq, causal forward FLOPs, forward s, backward s) of SDPA with ``is_causal`` (one sequence)."""
+    import torch
+    import torch.nn.functional as F
+
+    out = []
+    for s in sw.attn_seq:
+        q, k, v = (torch.randn(1, heads, s, head_dim, device=device, dtype=dtype, requires_grad=True)
+                   for _ in range(3))
+        grad = torch.ones(1, heads, s, head_dim, device=device, dtype=dtype)
+
+        def fwd():
+            with torch.no_grad():
+                F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+        def fwd_bwd():
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y.backward(grad)
+            q.grad = k.grad = v.grad = None
+
+        flops = 2.0 * heads * head_dim * s * s         # QK^T and PV, 2 FLOPs per MAC, half the scores (causal)
+        inner = max(1, min(20, int(5e7 / flops)))
+        tf = best_time(fwd, device, sw.reps, inner)
+        tfb = best_time(fwd_bwd, device, sw.reps, inner)
+        out.append([s, flops, tf, max(tfb - tf, 1e-9)])
+        tick("attention")
+    return out
+
+
+def stream_points(device, sw: Sweep, tick: Tick) -> list[list[float]]:
+    """Rows (bytes moved, seconds): copy (read + write) and add (2 reads + write) of fp32 buffers."""
+    import torch
+
+    out = []
+    for frac in (4, 2, 1):
+        n = sw.stream_bytes // 4 // frac
+        a = torch.ones(n, device=device)
+        b = torch.empty(n, device=device)
+        c = torch.empty(n, device=device)
+        out.append([2.0 * 4 * n, best_time(lambda: b.copy_(a), device, sw.reps)])
+        out.append([3.0 * 4 * n, best_time(lambda: torch.add(a, b, out=c), device, sw.reps)])
+        tick("memory")
+    return out
+
+
+def op_points(device, tick: Tick, reps: int = 5) -> dict:
+    """Host time of the runtime's own model at a size where compute is negligible: forward + backward of a tiny
+    Llama with 2 and with 6 layers; the difference is 4 layers' eager ops (counts from the stack's constants)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..runtime.model import Transformer
+    from ..specs import ModelSpec
+
+    x = torch.randint(0, 64, (1, 8), device=device)
+    times = {}
+    for layers in (2, 6):
+        spec = ModelSpec(name="op-probe", n_layers=layers, d_model=16, n_heads=2, n_kv_heads=1, ffn_hidden=32,
+                         vocab=64, mlp="swiglu", seq_len=8)
+        model = Transformer(spec, 8).to(device)
+        model.init_weights(0)
+
+        def step():
+            loss = F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
+            loss.backward()
+
+        times[layers] = best_time(step, device, reps, inner=5)
+        tick("ops")
+    return {"layers_2_s": times[2], "layers_6_s": times[6], "per_layer_s": max(times[6] - times[2], 0.0) / 4}
+
+
+# ---------------------------------------------------------------------------------------- collectives
+COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p")
+
+
+def collective_points(device, sizes, reps: int) -> tuple[list[list], list[str]]:
+    """Rows (op, bytes, seconds) in the current process group (every rank calls this); bytes = the full
+    buffer (all-reduce: each rank's; all-gather/reduce-scatter: the gathered one; all-to-all: each rank's;
+    p2p: one message, rank 0 -> 1 and back, halved). Also the ops the backend refused."""
+    import torch
+    import torch.distributed as dist
+
+    n, rank = dist.get_world_size(), dist.get_rank()
+    rows, skipped = [], []
+    for op in COLLECTIVES:
+        try:
+            for size in sizes:
+                elems = max(n, size // 4 // n * n)
+                buf = torch.ones(elems, device=device)
+                part = torch.empty(elems // n, device=device)
+                if op == "all_reduce":
+                    fn = lambda: dist.all_reduce(buf)  # noqa: E731
+                elif op == "all_gather":
+                    fn = lambda: dist.all_gather_into_tensor(buf, part)  # noqa: E731
+                elif op == "reduce_scatter":
+                    fn = lambda: dist.reduce_scatter_tensor(part, buf)  # noqa: E731
+                elif op == "all_to_all":
+                    out = torch.empty_like(buf)
+                    fn = lambda: dist.all_to_all_single(out, buf)  # noqa: E731
+                else:
+                    def fn():
+                        if rank == 0:
+                            dist.send(buf, 1)
+                            dist.recv(buf, 1)
+                        elif rank == 1:
+                            dist.recv(buf, 0)
+                            dist.send(buf, 0)
+                dist.barrier()
+                t = best_time(fn, device, reps, wall=True)
+                t_all = torch.tensor([t], dtype=torch.float64)
+                dist.all_reduce(t_all, op=dist.ReduceOp.MAX)       # a collective ends when its slowest rank does
+                t = float(t_all)
+                rows.append([op, 4 * elems, t / 2 if op == "p2p" else t])
+        except (RuntimeError, NotImplementedError, ValueError) as e:
+            skipped.append(f"{op}: {str(e).splitlines()[0][:120]}")
+            rows = [r for r in rows if r[0] != op]
+    return rows, skipped
+
+
+def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
+    """Wall time per layer of the runtime's tiny Llama (forward + backward, 2 and 6 layers) under its FSDP2
+    (dp = world) and DTensor tensor parallelism (tp = world) in this group: the host work those wrappers add
+    per layer (hooks, copies, redistributions and the latency of their small collectives)."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..runtime.model import Transformer
+    from ..runtime.parallel import Dist, make_mesh, parallelize
+    from ..specs import Layout, ModelSpec
+
+    x = torch.randint(0, 64, (1, 8), device=device)
+    out = {}
+    for mode in ("fsdp", "tp"):
+        lay = Layout(tp=world if mode == "tp" else 1, dp=1 if mode == "tp" else world, micro_batch=1,
+                     global_batch=1 if mode == "tp" else world, seq_len=8, recompute="none", zero=3,
+                     sequence_parallel=True, precision="bf16")
+        d = Dist(rank=rank, world=world, local_rank=rank, device=device)
+        make_mesh(d, lay)
+        times = {}
+        for layers in (2, 6):
+            spec = ModelSpec(name="op-probe", n_layers=layers, d_model=16 * world, n_heads=2 * world,
+                             n_kv_heads=world, ffn_hidden=32 * world, vocab=64, mlp="swiglu", seq_len=8)
+            model = Transformer(spec, 8)
+            model.init_weights(0)
+            model.to(device)
+            parallelize(model, d, lay, "fp32", False, "inductor")
+
+            def step():
+                loss = F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
+                loss.backward()
+
+            times[layers] = best_time(step, device, reps, inner=3, wall=True)
+        t = torch.tensor([(times[6] - times[2]) / 4], dtype=torch.float64)
+        import torch.distributed as dist
+
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        out[f"{mode}_per_layer_s"] = max(float(t), 0.0)
+    return out
+
+
+def _collective_worker(rank: int, world: int, init: str, out: str, device_type: str, sizes, reps) -> None:
+    import json
+    import warnings
+
+    import torch
+    import torch.distributed as dist
+
+    warnings.filterwarnings("ignore", category=FutureWarning)   # the *_tensor collectives' renames
+    torch.set_num_threads(1)           # as torchrun runs each process on a CPU
+    if device_type == "cuda":
+        torch.cuda.set_device(rank)
+    dev = torch.device(device_type, rank) if device_type == "cuda" else torch.device("cpu")
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", init_method=init, rank=rank,
+                            world_size=world)
+    try:
+        rows, skipped = collective_points(dev, sizes, reps)
+        try:
+            layers = parallel_layer_points(dev, rank, world, reps)
+        except (RuntimeError, ValueError) as e:       # a layout the group cannot run (world too large, ...)
+            layers = {"skipped": str(e).splitlines()[0][:160]}
+        if rank == 0:
+            with open(out, "w", encoding="utf-8") as f:
+                json.dump({"rows": rows, "skipped": skipped, "layers": layers}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_collectives(device_type: str, procs: int, sizes, reps: int) -> dict:
+    """Run the collective sweep in ``procs`` fresh local processes (gloo on CPU, NCCL on CUDA)."""
+    import json
+    import tempfile
+
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        init = "file://" + os.path.join(tmp, "store")
+        out = os.path.join(tmp, "out.json")
+        mp.start_processes(_collective_worker, args=(procs, init, out, device_type, tuple(sizes), reps),
+                           nprocs=procs, join=True,
+                           start_method="spawn" if device_type == "cuda" else "fork")   # fork: no re-import
+        with open(out, encoding="utf-8") as f:
+            return json.load(f)
