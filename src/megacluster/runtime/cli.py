@@ -227,6 +227,9 @@ def train(
         run(cfg)
     except UserError:
         if rank != "0":        # under torchrun every rank finds the same error: rank 0 alone says it
+            import time
+
+            time.sleep(2.0)    # torchrun stops the other workers when one exits: let rank 0 print first
             raise SystemExit(2) from None
         raise
     sys.stdout.flush()
