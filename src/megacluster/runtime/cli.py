@@ -126,6 +126,16 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
                                scaled_width=(spec.d_model / base.d_model) if d_model else None,
                                pipeline_multiple=needs_multiple(sched, lay.get("vp", 1)))
         changed[:0] = more
+        from .pipeline import SCHEDULES
+
+        row = SCHEDULES.get(sched)
+        if lay.get("pp", 1) > 1 and row is not None:
+            if row.vp is not None and vp is None and lay.get("vp", 1) != row.vp:
+                changed.append(f"vp {lay.get('vp', 1)} -> {row.vp} (the {sched} schedule)")
+                lay["vp"] = row.vp
+            if row.split_backward and recompute is None and lay.get("recompute") == "selective":
+                changed.append(f"recompute selective -> full (the {sched} schedule's split backward)")
+                lay["recompute"] = "full"
     lay.setdefault("tp", 1)
     lay.setdefault("dp", max(1, world // (lay["tp"] * lay.get("pp", 1) * lay.get("cp", 1))))
     lay.setdefault("micro_batch", 8 if not rp else 1)

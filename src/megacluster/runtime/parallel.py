@@ -74,7 +74,8 @@ def check_layout(layout: Layout, spec: ModelSpec, world: int, schedule: str = "1
             raise UserError(f"pipeline parallelism (pp={layout.pp}) is not implemented for "
                             f"{'MoE models' if spec.moe else 'tied embeddings'}; {SUPPORTED}")
         if layout.global_batch % (layout.dp * layout.micro_batch) == 0:
-            why = schedule_problem(schedule, layout.pp, layout.vp, layout.n_microbatches, spec.n_layers)
+            why = schedule_problem(schedule, layout.pp, layout.vp, layout.n_microbatches, spec.n_layers,
+                                   layout.recompute)
             if why:
                 raise UserError(why)
     if layout.cp > 1:

@@ -27,13 +27,14 @@ class Schedule:
     style: str              # stage placement: "loop" (stage s on rank s % pp) or "v" (rank r: r and 2pp-1-r)
     vp: int | None          # stages per rank the schedule needs (None: any)
     priced: bool            # whether the step model prices this schedule (physics/pipeline.py)
+    split_backward: bool    # runs input and weight gradients apart (selective recompute cannot: measured)
 
 
 #: step-model schedule name -> the runtime's schedule
 SCHEDULES: dict[str, Schedule] = {
-    "1f1b": Schedule("Schedule1F1B", "ScheduleInterleaved1F1B", "loop", None, True),
-    "dualpipe": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, True),
-    "zero-bubble": Schedule("ScheduleZBVZeroBubble", "ScheduleZBVZeroBubble", "v", 2, False),
+    "1f1b": Schedule("Schedule1F1B", "ScheduleInterleaved1F1B", "loop", None, True, False),
+    "dualpipe": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, True, True),
+    "zero-bubble": Schedule("ScheduleZBVZeroBubble", "ScheduleZBVZeroBubble", "v", 2, False, True),
 }
 
 
@@ -57,9 +58,15 @@ def torch_class_name(name: str, vp: int) -> str:
     return row.interleaved if vp > 1 else row.plain
 
 
-def schedule_problem(name: str, pp: int, vp: int, n_micro: int, n_layers: int) -> str | None:
+def schedule_problem(name: str, pp: int, vp: int, n_micro: int, n_layers: int,
+                     recompute: str = "none") -> str | None:
     """Why ``pp`` ranks x ``vp`` stages with ``n_micro`` micro-batches cannot run ``name`` (None if they can)."""
     row = check_schedule_name(name)
+    if row.split_backward and recompute == "selective":
+        # torch 2.13 on gloo: "Trying to backward an extra time" from the weight-gradient pass
+        return (f"selective recompute does not run under the {name} schedule (it computes input and weight "
+                "gradients in two passes; PyTorch's selective checkpoint frees its saved tensors after the "
+                "first); pass --recompute full or none")
     if row.vp is not None and vp != row.vp:
         return f"the {name} schedule runs {row.vp} stages per pipeline rank; pass --vp {row.vp}"
     if pp * vp > n_layers:
