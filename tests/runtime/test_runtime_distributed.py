@@ -69,14 +69,13 @@ def reference4(tmp_path_factory):
     return losses(d / "m.jsonl")
 
 
-@pytest.mark.parametrize("args, schedule", [
-    (["--vp", "2"], "1f1b: ScheduleInterleaved1F1B, 2 stages per rank"),
-    (["--vp", "2", "--schedule", "zero-bubble"], "zero-bubble: ScheduleZBVZeroBubble, 2 stages per rank"),
-])
-def test_interleaved_and_zero_bubble_pipelines(tmp_path, reference4, args, schedule):
-    r = cli([*TINY, *STEPS, *FOUR, "--pp", "2", *args, "--metrics", str(tmp_path / "m.jsonl")], nproc=2)
+def test_zero_bubble_pipeline(tmp_path, reference4):
+    """ZB-V: two stages per rank placed in a V, weight gradients apart from input gradients (interleaved 1F1B
+    is in the 4-process test below)."""
+    r = cli([*TINY, *STEPS, *FOUR, "--pp", "2", "--vp", "2", "--schedule", "zero-bubble", "--recompute", "full",
+             "--metrics", str(tmp_path / "m.jsonl")], nproc=2)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert schedule in r.stdout
+    assert "zero-bubble: ScheduleZBVZeroBubble, 2 stages per rank" in r.stdout
     _close(losses(tmp_path / "m.jsonl"), reference4)
 
 
@@ -93,7 +92,7 @@ def test_four_processes_pp_x_fsdp_interleaved(tmp_path, reference4):
     r = cli([*TINY, *STEPS, *FOUR, "--pp", "2", "--vp", "2", "--dp", "2", "--metrics", str(tmp_path / "m.jsonl")],
             nproc=4)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "dp 2 x tp 1 x pp 2" in r.stdout
+    assert "dp 2 x tp 1 x pp 2 (1f1b: ScheduleInterleaved1F1B, 2 stages per rank" in r.stdout
     _close(losses(tmp_path / "m.jsonl"), reference4)
 
 

@@ -53,9 +53,18 @@ def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int, device_type: str 
         return None, f"prediction skipped: megacluster.estimate is not available ({e})"
     from ..specs import StackSpec
 
-    # what this runtime is: torchtitan's stack, with the schedule this run uses where it is another one
+    # what this runtime is: torchtitan's stack (schedule 1f1b); a run on another schedule is priced with the
+    # plan's stack where that stack names the same schedule, else not at all
     stack = StackSpec(framework="torchtitan", compile=cfg.compile)
-    if cfg.layout.pp > 1 and cfg.schedule != "1f1b" and cfg.stack is not None:
+    if cfg.layout.pp > 1 and cfg.schedule != "1f1b":
+        from ..catalog import gpu as catalog_gpu
+        from ..estimate import stack_constants
+
+        gen = catalog_gpu(gpu_id).generation
+        if cfg.stack is None or stack_constants(cfg.stack, gen).get("schedule") != cfg.schedule:
+            return None, (f"prediction skipped: this run's {cfg.schedule} schedule is not the schedule of the "
+                          "stack the step model would price it with (torchtitan: 1f1b); run from a plan whose "
+                          f"stack uses {cfg.schedule}")
         stack = cfg.stack
     layout = cfg.layout.model_copy(update={"precision": cfg.precision})
     try:
