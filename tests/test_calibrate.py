@@ -211,8 +211,8 @@ def test_tiny_calibration_then_train_predicts_and_from_metrics_refines(tmp_path)
                        capture_output=True, text=True, env=_env(), timeout=300)
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
-    assert res["prediction"]["gpu"] == e["id"] and res["prediction"]["step_time_s"] > 0
-    assert res["prediction_note"].startswith(f"megacluster's prediction for 1 x {e['id']}")
+    assert res["predicted"]["hardware"] == f"1 x {e['id']}" and res["predicted"]["step_time_s"] > 0
+    assert res["predicted"]["comparable"] and res["predicted_reason"] is None
     r = subprocess.run(mc + ["calibrate", "--from-metrics", str(metrics), "--out", str(refined), "--json"],
                        capture_output=True, text=True, env=_env(), timeout=300)
     assert r.returncode == 0, r.stderr

@@ -31,7 +31,8 @@ def layout_problems(model: ModelSpec, cluster: ClusterSpec, layout: Layout) -> l
                    f"{L.dp}*{L.micro_batch}; choose a global batch that is a multiple of {L.dp * L.micro_batch}")
     elif L.vp > 1 and L.n_microbatches % L.pp:
         out.append(f"interleaved schedule needs the {L.n_microbatches} micro-batches to be a multiple of "
-                   f"pp={L.pp}")
+                   f"pp={L.pp}; pass --vp 1, or a --global-batch that is a multiple of dp*micro_batch*pp = "
+                   f"{L.dp * L.micro_batch * L.pp}")
     if L.precision == "bf16" and cluster.gpu.half_precision != "bf16":
         out.append(f"{cluster.gpu.id} has no bf16 arithmetic; use --precision {cluster.gpu.half_precision}")
     if L.precision == "fp8" and "fp8" not in cluster.gpu.peak_tflops:

@@ -160,3 +160,59 @@ def test_metrics_log_cuts_a_torn_record_before_it_appends(tmp_path):
     torn_only.write_text('{"step": 1')
     MetricsLog(torn_only, enabled=True).close()
     assert torn_only.read_text() == ""
+
+
+def _children(pid: int) -> list[int]:
+    """Direct child processes of ``pid`` (Linux /proc)."""
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="finds the workers through Linux /proc")
+def test_sigkill_of_every_torchrun_worker_then_resume_auto(tmp_path):
+    """A 2-process FSDP job under torchrun: kill -9 both workers and the launcher after step 5 (checkpoints
+    every 2 steps), relaunch with --resume auto: the losses of every step equal those of one uninterrupted
+    process (to 1e-5: FSDP reduces in another order)."""
+    from runtime_helpers import TINY
+
+    steps = [*TINY, "--steps", "10", "--checkpoint-every", "2", "--dp", "2", "--device", "cpu"]
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+           "megacluster.cli", "train", *steps, "--checkpoint-dir", str(run_dir / "ck"),
+           "--metrics", str(run_dir / "m.jsonl")]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env(),
+                         start_new_session=True)
+    deadline = time.time() + 240
+    workers: list[int] = []
+    while time.time() < deadline and p.poll() is None:
+        workers = _children(p.pid) or workers
+        m = run_dir / "m.jsonl"
+        if m.exists() and max(losses(m), default=0) >= 5:
+            break
+        time.sleep(0.01)
+    assert p.poll() is None, "the job finished before it could be killed"
+    workers = _children(p.pid)
+    assert len(workers) == 2
+    for w in workers:
+        os.kill(w, signal.SIGKILL)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = max(losses(run_dir / "m.jsonl"))
+    assert 5 <= killed_at < 10
+    r = subprocess.run(cmd + ["--resume", "auto"], capture_output=True, text=True, env=env(), timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resumed from" in r.stdout
+    ref = tmp_path / "ref.jsonl"
+    from megacluster.cli import main
+
+    main(["train", *TINY, "--steps", "10", "--device", "cpu", "--metrics", str(ref)])
+    got, want = losses(run_dir / "m.jsonl"), losses(ref)
+    assert sorted(got) == list(range(1, 11))
+    for s, v in got.items():
+        assert v == pytest.approx(want[s], rel=1e-5), (s, v, want[s])

@@ -33,16 +33,39 @@ def _error(capsys, *args) -> str:
 
 
 @pytest.mark.parametrize("args, expect", [
-    (["--pp", "2", "--tp", "2"], "pipeline with tensor parallelism (pp=2, tp=2) is not implemented in the runtime; "
-                                 "supported: dp (FSDP2) x tp (DTensor, with or without sequence parallelism), "
-                                 "or pp (1F1B) x dp"),
-    (["--pp", "2", "--global-batch", "2", "--micro-batch", "2"], "1F1B with pp=2 needs at least 2 micro-batches"),
+    (["--pp", "2", "--global-batch", "2", "--micro-batch", "2"],
+     "the 1f1b schedule with pp=2 needs at least 2 micro-batches per step, this layout gives 1"),
+    (["--pp", "2", "--vp", "2", "--global-batch", "4", "--micro-batch", "2"],
+     "pp*vp = 2*2 = 4 pipeline stages is more than the model's 2 layers; pass --vp 1"),
+    (["--vp", "2"], "vp=2 stages per pipeline rank need pipeline parallelism; pass --pp 2 or more"),
+    (["--pp", "2", "--schedule", "zero-bubble", "--layers", "4", "--global-batch", "4", "--micro-batch", "2"],
+     "the zero-bubble schedule runs 2 stages per pipeline rank; pass --vp 2"),
+    (["--pp", "2", "--vp", "2", "--schedule", "dualpipe", "--layers", "4", "--global-batch", "8",
+      "--micro-batch", "2", "--recompute", "selective"], "selective recompute does not run under the dualpipe"),
+    (["--schedule", "gpipe"], "pipeline schedule 'gpipe' is not in the runtime (it runs 1f1b, dualpipe, zero-bubble)"),
+    (["--tp", "0"], "--tp must be positive, got 0"),
+    (["--pp", "0"], "--pp must be positive, got 0"),
+    (["--dp", "-1"], "--dp must be positive, got -1"),
+    (["--layers", "0"], "--layers must be positive, got 0"),
+    (["--d-model", "0"], "--d-model must be positive, got 0"),
+    (["--heads", "0"], "--heads must be positive, got 0"),
+    (["--experts", "0"], "--experts must be positive, got 0"),
+    (["--gpus", "0"], "--gpus must be positive, got 0"),
+    (["--gpu", "bogus"], "unknown GPU 'bogus'"),
+    (["--fabric", "bogus"], "unknown fabric 'bogus'"),
+    (["--experts", "4", "--top-k", "8"], "--top-k 8 is more than the 4 experts"),
+    (["--clip", "-1"], "--clip must be zero or more, got -1.0"),
+    (["--weight-decay", "-1"], "--weight-decay must be zero or more, got -1.0"),
+    (["--lr", "nan"], "--lr must be a finite number, got nan"),
+    (["--lr", "0"], "--lr must be positive, got 0.0"),
+    (["--zero", "4"], "--zero must be 0, 1, 2 or 3"),
+    (["--precision", "fp4"], "--precision fp4: use one of bf16, fp16, fp32, fp8"),
     (["--pp", "3", "--global-batch", "6", "--micro-batch", "2"], "pp=3 needs at least 3 layers"),
     (["--pp", "2", "--global-batch", "4", "--micro-batch", "2"], "needs tp*pp*dp = 1*2*1 = 2 processes but 1"),
     (["--cp", "2"], "context parallelism"),
     (["--ep", "2"], "expert parallelism"),
     (["--tp", "2"], "the layout needs tp*pp*dp = 2*1*1 = 2 processes but 1 were launched"),
-    (["--precision", "fp8"], "fp8 is not implemented"),
+    (["--precision", "fp8"], "fp8 training is not implemented"),
     (["--recompute", "sometimes"], "layout: recompute"),
     (["--data", "/no/such/file.txt"], "data not found: /no/such/file.txt"),
     (["--resume", "/no/such/ckpt"], "no such checkpoint directory"),
@@ -95,6 +118,6 @@ def test_plan_file(tmp_path, capsys):
     import json
 
     res = json.loads(out)
-    assert res["config"]["model"]["name"] == "Llama 3.1 8B (scaled)" and res["config"]["model"]["n_layers"] == 1
-    assert res["config"]["layout"]["global_batch"] == 2 and res["measured"]["steps"] == 1
+    assert res["model"]["name"] == "Llama 3.1 8B (scaled)" and res["model"]["n_layers"] == 1
+    assert res["layout"]["global_batch"] == 2 and res["steps"] == 1
 

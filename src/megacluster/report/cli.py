@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -53,6 +54,21 @@ def _pick(flag: Any, planned: Any) -> Any:
 
 def _given(**kw: Any) -> dict[str, Any]:
     return {k: v for k, v in kw.items() if v is not None}
+
+
+def _rederive_vp(spec: Any, layout: Any, vp_flag: Optional[int], base: dict) -> tuple[Any, Optional[str]]:
+    """A plan's interleaving (vp > 1, not given as a flag) that the overrides no longer allow, because the
+    micro-batches are no longer whole rounds of pp or pp*vp exceeds the layers, falls back to vp 1: (layout,
+    the one line saying so, or None)."""
+    if vp_flag is not None or layout.vp == 1 or not base.get("vp") or layout.pp == 1:
+        return layout, None
+    n_micro = layout.n_microbatches
+    if n_micro % layout.pp == 0 and layout.pp * layout.vp <= spec.n_layers:
+        return layout, None
+    why = (f"{n_micro} micro-batches are not whole rounds of pp={layout.pp}" if n_micro % layout.pp
+           else f"pp*vp = {layout.pp * layout.vp} chunks is more than the {spec.n_layers} layers")
+    return (layout.model_copy(update={"vp": 1}),
+            f"vp {layout.vp} -> 1: the plan's interleaved schedule no longer fits ({why}); pass --vp to choose")
 
 
 # ------------------------------------------------------------------------------------------ estimate
@@ -113,12 +129,15 @@ def estimate_cmd(
     if dp is None and any(v is not None for v in (gpus, tp, pp, cp)):
         base.pop("dp", None)        # the plan's dp no longer multiplies out: derive it again
     layout = resolve_layout(spec, cluster, flags, base=base)
+    layout, rederived = _rederive_vp(spec, layout, vp, base)
     est = estimate(spec, cluster, layout, stack)
     if not est.fits:
         raise UserError(does_not_fit_message(spec, cluster, layout, stack, est))
     from ..uncertainty import estimate_intervals, json_fields
     from .html import write_report
 
+    if rederived:
+        print(rederived, file=sys.stderr if json_out else sys.stdout)
     intervals = estimate_intervals(est, spec, cluster.gpu)
     write_report("estimate", html, png, est)
     if json_out:

@@ -141,6 +141,33 @@ def resolve_resume(resume: str | None, root: Path | None, log=print) -> tuple[Pa
     return path, manifest
 
 
+def _OPTIONS():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # optimizer state keyed by parameter name, not by position: it loads into any split of the model
+    return StateDictOptions(flatten_optimizer_state_dict=True)
+
+
+def _pairs(model, optimizer) -> tuple[list, list]:
+    """(model parts, their optimizers): a pipeline rank holds one part per stage, each with its optimizer."""
+    if isinstance(model, (list, tuple)):
+        return list(model), list(optimizer)
+    return [model], [optimizer]
+
+
+def _state(model, optimizer) -> tuple[dict, dict]:
+    """Model and optimizer state of all parts, keyed by the names in the whole model (parts are disjoint)."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    msd: dict = {}
+    osd: dict = {}
+    for m, o in zip(*_pairs(model, optimizer)):
+        a, b = get_state_dict(m, o, options=_OPTIONS())
+        msd.update(a)
+        osd.update(b)
+    return msd, osd
+
+
 @contextmanager
 def _single_process_quiet():
     """DCP warns that it assumes a single process when no process group exists; that is this case."""
@@ -179,8 +206,6 @@ class Checkpointer:
         """Write checkpoint ``step`` (model, optimizer, this rank's RNG, ``state``) and return its path."""
         import torch
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
         final = step_dir(self.root, step)
         tmp = self.root / f".tmp-{final.name}"
         if self.d.is_main:
@@ -189,7 +214,7 @@ class Checkpointer:
                 shutil.rmtree(old, ignore_errors=True)
             tmp.mkdir()
         self._barrier()
-        msd, osd = get_state_dict(model, optimizer)
+        msd, osd = _state(model, optimizer)
         with _single_process_quiet():
             dcp.save({"model": msd, "optim": osd}, checkpoint_id=str(tmp))
         rng = {"torch": torch.get_rng_state()}
@@ -227,13 +252,16 @@ class Checkpointer:
         """Load model and optimizer (resharded to this job's layout) and this rank's RNG state."""
         import torch
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        from torch.distributed.checkpoint.state_dict import set_state_dict
 
-        msd, osd = get_state_dict(model, optimizer)
+        msd, osd = _state(model, optimizer)
         sd = {"model": msd, "optim": osd}
         with _single_process_quiet():
             dcp.load(sd, checkpoint_id=str(path))
-        set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optim"])
+        for m, o in zip(*_pairs(model, optimizer)):
+            mine_m, mine_o = _state(m, o)
+            set_state_dict(m, o, model_state_dict={k: sd["model"][k] for k in mine_m},
+                           optim_state_dict={k: sd["optim"][k] for k in mine_o}, options=_OPTIONS())
         rng_file = path / f"rank_{self.d.rank:05d}.pt"
         if rng_file.is_file():
             rng = torch.load(rng_file, weights_only=True)

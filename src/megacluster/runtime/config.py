@@ -19,7 +19,9 @@ class TrainConfig:
 
     model: ModelSpec
     layout: Layout
-    precision: str = "fp32"          # compute precision: bf16, fp16 or fp32
+    precision: str = "fp32"          # compute precision: bf16, fp16, fp32 or fp8
+    schedule: str = "1f1b"           # pipeline schedule, as the step model names it (runtime/pipeline.py)
+    changed: str | None = None       # what fitting the plan to this run changed (one line), if anything
     compile: bool = False
     compile_backend: str = "inductor"  # tests use aot_eager (no C++ code generation)
     steps: int = 100

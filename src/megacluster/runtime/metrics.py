@@ -167,3 +167,54 @@ def summarize(records: list[dict], skip: int) -> dict:
             "tflops_per_device": med("tflops_per_device"), "mfu": med("mfu"), "step_time_s": med("step_time_s"),
             "cpu_time_s": med("cpu_time_s"),
             "memory_gib": max(r["memory_gib"] for r in records)}
+
+
+
+class PeakGrowth:
+    """How far this process's peak memory rose inside the ``with`` block, in bytes (``grown``): CUDA's peak
+    allocated bytes on a GPU; on Linux the peak resident set (VmHWM, reset on entry through
+    /proc/self/clear_refs) minus the resident set on entry. None where neither can be read."""
+
+    def __init__(self, device):
+        self.device = device
+        self.grown: int | None = None
+        self._base: int | None = None
+
+    @staticmethod
+    def _status(key: str) -> int | None:
+        try:
+            for line in open("/proc/self/status"):
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+        return None
+
+    def __enter__(self):
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return self
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")                      # reset the peak resident set to the current one
+            self._base = self._status("VmRSS")
+        except OSError:
+            self._base = None
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self._base is None:
+            return False
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.grown = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            peak = self._status("VmHWM")
+            self.grown = None if peak is None else peak - self._base
+        return False

@@ -185,16 +185,22 @@ class Transformer(nn.Module):
 
     def init_weights(self, seed: int) -> None:
         """Deterministic init from ``seed``: normal(0.02) for matrices, output projections of each block
-        scaled by 1/sqrt(2 * n_layers) (GPT-2), norms to one."""
-        g = torch.Generator().manual_seed(seed)
+        scaled by 1/sqrt(2 * n_layers) (GPT-2), norms to one; the rotary tables recomputed.
+
+        Each matrix is drawn from generators seeded by ``seed``, its name in the whole model and a block of
+        rows (:func:`fill_normal`), so the values do not depend on the layout: a pipeline stage, an FSDP or
+        tensor-parallel shard (a DTensor) fills only its own part and gets what the one-process model holds
+        there. Works after ``to_empty`` on a model built on the meta device."""
         depth_std = 0.02 / math.sqrt(2 * self.spec.n_layers)
         with torch.no_grad():
+            self.rope.copy_(rope_tables(self.spec.hd, self.rope.shape[0]).to(self.rope.device))
             for name, p in self.named_parameters():
+                name = canonical_name(name)
                 if p.dim() == 1:
                     p.fill_(1.0)
                     continue
                 std = depth_std if name.endswith(("wo.weight", "w2.weight")) else 0.02
-                p.copy_(torch.randn(p.shape, generator=g) * std)
+                fill_normal(p, name, seed, std)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits; a pipeline stage without the embedding takes hidden states, one without the output
@@ -229,6 +235,67 @@ class Transformer(nn.Module):
             if isinstance(layer.feed_forward, MoE):
                 total = total + layer.feed_forward.aux_loss
         return total
+
+
+#: wrapper prefixes in parameter names (activation checkpointing, torch.compile)
+_WRAPPERS = ("_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def canonical_name(name: str) -> str:
+    """A parameter's name in the plain model (wrappers' prefixes removed)."""
+    for w in _WRAPPERS:
+        name = name.replace(w, "")
+    return name
+
+
+def _seed_of(seed: int, name: str, block: int) -> int:
+    """A 63-bit generator seed from the run's seed, a parameter name and a row block (stable across runs)."""
+    import hashlib
+
+    h = hashlib.blake2b(f"{seed}:{name}:{block}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & (2 ** 63 - 1)
+
+
+def _rows_per_block(cols: int) -> int:
+    return max(1, 65536 // max(1, cols))
+
+
+def _normal_rows(shape: tuple, name: str, seed: int, std: float, r0: int, r1: int) -> torch.Tensor:
+    """Rows ``r0:r1`` of the full (rows, cols) matrix ``name``: N(0, std) drawn in blocks of rows, each block
+    from its own generator, so that any row range is the same slice of the whole."""
+    cols = shape[1]
+    rb = _rows_per_block(cols)
+    out = []
+    for b in range(r0 // rb, (r1 - 1) // rb + 1 if r1 > r0 else r0 // rb):
+        g = torch.Generator().manual_seed(_seed_of(seed, name, b))
+        lo, hi = b * rb, min(shape[0], (b + 1) * rb)
+        block = torch.randn((hi - lo, cols), generator=g)
+        out.append(block[max(r0, lo) - lo:min(r1, hi) - lo])
+    return torch.cat(out) * std if out else torch.empty((0, cols))
+
+
+def fill_normal(p: torch.Tensor, name: str, seed: int, std: float) -> None:
+    """Fill matrix ``p`` (a plain tensor or this rank's shard of a DTensor) with its part of the layout-free
+    N(0, std) init of :func:`_normal_rows`. A shard that is a block of rows and columns (Shard/Replicate
+    placements) draws only its rows; any other sharding draws the whole matrix and keeps its own part."""
+    from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+
+    shape = tuple(p.shape)
+    if not isinstance(p, DTensor):
+        p.copy_(_normal_rows(shape, name, seed, std, 0, shape[0]).to(p.device, p.dtype))
+        return
+    local = p.to_local()
+    if all(type(pl) in (Shard, Replicate) for pl in p.placements):
+        from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+
+        lshape, off = compute_local_shape_and_global_offset(shape, p.device_mesh, p.placements)
+        if lshape[0] == 0 or lshape[1] == 0:
+            return
+        rows = _normal_rows(shape, name, seed, std, off[0], off[0] + lshape[0])
+        local.copy_(rows[:, off[1]:off[1] + lshape[1]].to(local.device, local.dtype))
+        return
+    full = _normal_rows(shape, name, seed, std, 0, shape[0]).to(local.device, local.dtype)
+    local.copy_(distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local())
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,8 +1,9 @@
 """Applying a layout with torch.distributed: process groups, tensor/sequence parallelism (DTensor),
 activation checkpointing, torch.compile and FSDP2, in the order that composes (TP -> AC -> compile -> FSDP).
 
-Supported: ``dp`` x ``tp`` or ``pp`` x ``dp`` (1F1B through ``torch.distributed.pipelining``) on a 3-D
-(pp, dp, tp) device mesh; ``cp = ep = vp = 1``. ZeRO stages map onto FSDP2:
+Supported: ``pp`` x ``dp`` x ``tp`` on one 3-D (pp, dp, tp) device mesh: pipeline stages through
+``torch.distributed.pipelining`` (schedules in ``runtime/pipeline.py``), FSDP2 over ``dp`` and DTensor TP over ``tp``
+inside each stage. ZeRO stages map onto FSDP2:
 ``zero 3`` reshards weights after forward (FSDP), ``zero 0..2`` keeps them gathered between forward and
 backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less).
 """
@@ -19,8 +20,8 @@ from torch import nn
 from ..errors import UserError
 from ..specs import Layout, ModelSpec
 
-SUPPORTED = ("supported: dp (FSDP2) x tp (DTensor, with or without sequence parallelism), or pp (1F1B) x dp; "
-             "cp=1, ep=1, vp=1")
+SUPPORTED = ("supported: pp (1F1B, interleaved, zero-bubble or DualPipeV) x dp (FSDP2) x tp (DTensor, with or "
+             "without sequence parallelism); cp=1, ep=1")
 
 
 @dataclass
@@ -61,32 +62,32 @@ def init_distributed(device: str = "auto") -> Dist:
     return Dist(rank=rank, world=world, local_rank=local, device=dev)
 
 
-def check_layout(layout: Layout, spec: ModelSpec, world: int) -> None:
+def check_layout(layout: Layout, spec: ModelSpec, world: int, schedule: str = "1f1b") -> None:
     """Refuse, with one line, a layout this runtime cannot run on ``world`` processes."""
-    if layout.vp > 1:
-        raise UserError(f"interleaved pipeline stages (vp={layout.vp}) are not implemented in the runtime; "
-                        f"{SUPPORTED}")
+    if layout.vp > 1 and layout.pp == 1:
+        raise UserError(f"vp={layout.vp} stages per pipeline rank need pipeline parallelism; pass --pp 2 or more "
+                        "(or --vp 1)")
     if layout.pp > 1:
-        if layout.tp > 1:
-            raise UserError(f"pipeline with tensor parallelism (pp={layout.pp}, tp={layout.tp}) is not implemented "
-                            f"in the runtime; {SUPPORTED}")
+        from .pipeline import schedule_problem
+
         if spec.moe or spec.tied_embeddings:
             raise UserError(f"pipeline parallelism (pp={layout.pp}) is not implemented for "
                             f"{'MoE models' if spec.moe else 'tied embeddings'}; {SUPPORTED}")
-        if spec.n_layers < layout.pp:
-            raise UserError(f"pp={layout.pp} needs at least {layout.pp} layers; the model has {spec.n_layers}")
-        n_micro = layout.global_batch // (layout.dp * layout.micro_batch)
-        if n_micro < layout.pp:
-            raise UserError(f"1F1B with pp={layout.pp} needs at least {layout.pp} micro-batches per step; "
-                            f"global batch {layout.global_batch} / (dp {layout.dp} x micro-batch "
-                            f"{layout.micro_batch}) gives {n_micro}")
+        if layout.global_batch % (layout.dp * layout.micro_batch) == 0:
+            why = schedule_problem(schedule, layout.pp, layout.vp, layout.n_microbatches, spec.n_layers,
+                                   layout.recompute)
+            if why:
+                raise UserError(why)
     if layout.cp > 1:
         raise UserError(f"context parallelism (cp={layout.cp}) is not implemented in the runtime; {SUPPORTED}")
     if layout.ep > 1:
         raise UserError(f"expert parallelism (ep={layout.ep}) is not implemented in the runtime (experts are "
                         f"sharded by FSDP instead); {SUPPORTED}")
+    if layout.precision == "fp8":
+        raise UserError("fp8 training is not implemented in the runtime; pass --precision bf16")
     if layout.n_gpus != world:
-        raise UserError(f"the layout needs tp*pp*dp = {layout.tp}*{layout.pp}*{layout.dp} = {layout.n_gpus} "
+        names, vals = ("tp*pp*dp*cp", f"*{layout.cp}") if layout.cp > 1 else ("tp*pp*dp", "")
+        raise UserError(f"the layout needs {names} = {layout.tp}*{layout.pp}*{layout.dp}{vals} = {layout.n_gpus} "
                         f"processes but {world} were launched (torchrun --nproc_per_node {layout.n_gpus} ...)")
     if layout.tp > 1:
         if spec.moe:
@@ -128,7 +129,9 @@ def apply_tp(model: nn.Module, tp_mesh, sequence_parallel: bool) -> None:
         top["norm"] = SequenceParallel()
     if model.spec.tied_embeddings:
         raise UserError("tensor parallelism with tied embeddings is not implemented; use tp=1 for this model")
-    parallelize_module(model, tp_mesh, top)
+    top = {k: v for k, v in top.items() if getattr(model, k) is not None}   # a pipeline stage lacks some
+    if top:
+        parallelize_module(model, tp_mesh, top)
     for block in model.layers.values():
         plan = {
             "attention": PrepareModuleInput(input_layouts=(seq, None), desired_input_layouts=(Replicate(), None)),
@@ -204,7 +207,8 @@ def apply_compile(model: nn.Module, backend: str = "inductor") -> None:
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    """The dtype of the layers that run in ``precision`` (fp8 runs everything but its matmuls in bf16)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8": torch.bfloat16}[precision]
 
 
 def apply_fsdp(model: nn.Module, dp_mesh, precision: str, zero: int) -> None:
@@ -237,13 +241,17 @@ def uses_fsdp(d: Dist, layout: Layout) -> bool:
     return d.mesh is not None and layout.dp > 1
 
 
-def pipeline_schedule(model: nn.Module, d: Dist, layout: Layout, loss_fn):
-    """A 1F1B schedule over this rank's stage (the model must already be cut with ``keep_stage``)."""
-    from torch.distributed.pipelining import PipelineStage, Schedule1F1B
+def pipeline_schedule(parts: list, stage_ids: list[int], d: Dist, layout: Layout, schedule: str, loss_fn):
+    """The torch schedule over this rank's pipeline stages (``parts[i]`` is global stage ``stage_ids[i]`` of
+    ``pp * vp``), as ``runtime/pipeline.py`` maps the plan's schedule name."""
+    from torch.distributed.pipelining import PipelineStage
+
+    from .pipeline import build_schedule
 
     pp = d.mesh["pp"]
-    stage = PipelineStage(model, pp.get_local_rank(), layout.pp, d.device, group=pp.get_group())
-    return Schedule1F1B(stage, layout.global_batch // (layout.dp * layout.micro_batch), loss_fn=loss_fn)
+    n_stages = layout.pp * layout.vp
+    stages = [PipelineStage(m, sid, n_stages, d.device, group=pp.get_group()) for m, sid in zip(parts, stage_ids)]
+    return build_schedule(schedule, stages, layout.global_batch // (layout.dp * layout.micro_batch), loss_fn)
 
 
 def clip_grad_norm(params, max_norm: float, pp_group=None) -> float:

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import build_data
 from .model import Transformer, count_params
 from .parallel import (check_layout, clip_grad_norm, init_distributed, make_mesh, parallelize, pipeline_schedule,
-                       uses_fsdp)
+                       precision_dtype, uses_fsdp)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -34,7 +34,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
-def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
+def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int, device_type: str = "cuda"):
     """megacluster's prediction of one step of this run: (StepEstimate or None, a line saying what it is)."""
     if cfg.hardware:
         from ..calibrate.predict import predict_run
@@ -45,8 +45,13 @@ def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
         return None, ("prediction skipped: this run is on CPU, which the planner does not model without a "
                       "profile (calibrate it: `megacluster calibrate --out hw.yaml`, then --hardware hw.yaml; "
                       "or pass --gpu ID to see the prediction for that GPU)")
-    if cfg.precision not in ("bf16", "fp16"):
+    if cfg.precision not in ("bf16", "fp16", "fp8"):
         return None, f"prediction skipped: the planner models bf16/fp16/fp8 training, this run is {cfg.precision}"
+    from .pipeline import SCHEDULES
+
+    if cfg.layout.pp > 1 and not SCHEDULES[cfg.schedule].priced:
+        return None, (f"prediction skipped: the step model does not price the {cfg.schedule} pipeline schedule "
+                      "(physics/pipeline.py prices 1f1b, interleaved 1f1b and dualpipe)")
     try:
         from ..cluster import make_cluster
         from ..estimate import estimate
@@ -54,13 +59,53 @@ def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
         return None, f"prediction skipped: megacluster.estimate is not available ({e})"
     from ..specs import StackSpec
 
-    stack = StackSpec(framework="torchtitan", compile=cfg.compile)  # what this runtime is
+    # what this runtime is: torchtitan's stack (schedule 1f1b); a run on another schedule is priced with the
+    # plan's stack where that stack names the same schedule, else not at all
+    stack = StackSpec(framework="torchtitan", compile=cfg.compile)
+    if cfg.layout.pp > 1 and cfg.schedule != "1f1b":
+        from ..catalog import gpu as catalog_gpu
+        from ..estimate import stack_constants
+
+        gen = catalog_gpu(gpu_id).generation
+        if cfg.stack is None or stack_constants(cfg.stack, gen).get("schedule") != cfg.schedule:
+            return None, (f"prediction skipped: this run's {cfg.schedule} schedule is not the schedule of the "
+                          "stack the step model would price it with (torchtitan: 1f1b); run from a plan whose "
+                          f"stack uses {cfg.schedule}")
+        stack = cfg.stack
     layout = cfg.layout.model_copy(update={"precision": cfg.precision})
     try:
         est = estimate(cfg.model, make_cluster(gpu_id, n_gpus, cfg.fabric), layout, stack)
     except UserError as e:
         return None, f"prediction skipped: {e}"
-    return est, f"megacluster's prediction for {n_gpus} x {gpu_id}, stack {stack.framework}"
+    note = f"megacluster's prediction for {n_gpus} x {gpu_id}, stack {stack.framework}"
+    if device_type != "cuda":
+        note += (f", is for that GPU, not this machine ({device_type}): it does not compare with the measured "
+                 "figures")
+    return est, note
+
+
+def summary_json(cfg: TrainConfig, records: list[dict], summary: dict, est, note: str, comparable: bool,
+                 extra: dict) -> dict:
+    """The one JSON object ``train --json`` prints: measured figures (medians of the steady steps), the
+    layout, and the prediction (or null and the reason)."""
+    predicted = None
+    if est is not None:
+        predicted = {"step_time_s": est.step_time_s, "tokens_per_s": est.tokens_per_s_per_gpu * est.n_gpus,
+                     "mfu": est.mfu, "memory_gib": est.memory_gib_per_gpu,
+                     "hardware": f"{est.n_gpus} x {est.gpu}", "comparable": comparable}
+    out = {"steps": len(records),
+           "loss_first": records[0]["loss"] if records else None,
+           "loss_last": records[-1]["loss"] if records else None,
+           "tokens_per_s": summary.get("tokens_per_s"), "step_time_s": summary.get("step_time_s"),
+           "mfu": summary.get("mfu"), "peak_memory_gib": summary.get("memory_gib"),
+           "layout": {**cfg.layout.model_dump(mode="json"), "precision": cfg.precision,
+                      "schedule": cfg.schedule if cfg.layout.pp > 1 else None},
+           "model": cfg.model.model_dump(mode="json", exclude={"source"}), "changed": cfg.changed,
+           "predicted": predicted, "predicted_reason": None if est is not None else note}
+    if est is not None and not comparable:
+        out["predicted_note"] = note
+    out.update(extra)
+    return out
 
 
 class Reporter:
@@ -111,12 +156,18 @@ def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, not
     moe = f", MoE {s.moe.n_experts}x top-{s.moe.top_k}" if s.moe else ""
     rep.print(f"[bold]model[/] {s.name}: {n_params / 1e6:,.2f}M parameters, {s.n_layers} layers, d_model "
               f"{s.d_model}, {s.n_heads} heads ({s.kv_heads} kv), ffn {s.ffn_hidden}, vocab {s.vocab}{moe}")
-    pp = f" x pp {L.pp} (1F1B, {L.n_microbatches} micro-batches)" if L.pp > 1 else ""
+    from .pipeline import torch_class_name
+
+    stages = f", {L.vp} stages per rank" if L.vp > 1 else ""
+    pp = (f" x pp {L.pp} ({cfg.schedule}: {torch_class_name(cfg.schedule, L.vp)}{stages}, {L.n_microbatches} "
+          f"micro-batches)" if L.pp > 1 else "")
     sp = " (sequence parallel)" if L.tp > 1 and L.sequence_parallel else ""
     rep.print(f"[bold]layout[/] dp {L.dp} x tp {L.tp}{sp}{pp}"
               f", micro-batch {L.micro_batch}, global batch {L.global_batch} x {L.seq_len} tokens, recompute "
               f"{L.recompute}, zero {L.zero}, {cfg.precision}{', compiled' if cfg.compile else ''}; "
               f"{d.world} process(es) on {d.device.type}")
+    if cfg.changed:
+        rep.print(f"[yellow]fitted the plan to this run: {cfg.changed}[/]")
     rep.print(f"[bold]peak[/] {peak.flops / 1e12:.4g} TFLOP/s per device ({peak.source})")
     rep.print(note if est is None else f"[bold]{note}[/]")
     if est is not None:
@@ -126,19 +177,24 @@ def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, not
 
 
 def _comparison(rep: Reporter, summary: dict, est) -> None:
+    """The measured medians beside the prediction (only the measured ones when there is nothing to compare)."""
     from rich.table import Table
 
-    t = Table(title="measured vs predicted (median of steady steps)")
-    for c in ("", "measured", "predicted", "measured / predicted"):
+    cols = ("", "measured", "predicted", "measured / predicted") if est is not None else ("", "measured")
+    t = Table(title=f"measured{' vs predicted' if est is not None else ''} (median of steady steps)")
+    for c in cols:
         t.add_column(c, justify="right" if c else "left")
     rows = [("tokens/s per device", "tokens_per_s_per_device", "tokens_per_s_per_gpu", "{:,.0f}"),
             ("TFLOP/s per device", "tflops_per_device", "tflops_per_gpu", "{:.4g}"),
             ("MFU", "mfu", "mfu", "{:.1%}"), ("step time, s", "step_time_s", "step_time_s", "{:.4g}"),
             ("memory, GiB", "memory_gib", "memory_gib_per_gpu", "{:.3g}")]
+    ok = lambda v: v is not None and v == v  # noqa: E731 (not NaN)
     for label, mk, pk, fmt in rows:
         m = summary.get(mk)
-        p = getattr(est, pk) if est is not None else None
-        ok = lambda v: v is not None and v == v  # noqa: E731 (not NaN)
+        if est is None:
+            t.add_row(label, fmt.format(m) if ok(m) else "-")
+            continue
+        p = getattr(est, pk)
         ratio = f"{m / p:.2f}" if ok(m) and ok(p) and p else "-"
         t.add_row(label, fmt.format(m) if ok(m) else "-", fmt.format(p) if ok(p) else "-", ratio)
     rep.print(t)
@@ -159,7 +215,7 @@ def run(cfg: TrainConfig) -> dict:
 
 def _run(cfg: TrainConfig, d) -> dict:
     L = cfg.layout
-    check_layout(L, cfg.model, d.world)
+    check_layout(L, cfg.model, d.world, cfg.schedule)
     if cfg.precision != "fp32" and d.device.type == "cpu" and cfg.precision == "fp16":
         raise UserError("fp16 training on CPU is not supported; use --precision bf16 or fp32")
     torch.manual_seed(cfg.seed)
@@ -171,24 +227,14 @@ def _run(cfg: TrainConfig, d) -> dict:
         raise UserError(f"the {tok.name} tokenizer has {tok.vocab} tokens but the model's vocabulary is "
                         f"{cfg.model.vocab}; pass --vocab {tok.vocab} (or more)")
 
-    model = Transformer(cfg.model, L.seq_len)
-    model.init_weights(cfg.seed)  # the whole model on every rank, so that every layout starts the same
-    n_params = count_params(model)
-    make_mesh(d, L)
-    pp_rank = d.mesh["pp"].get_local_rank() if d.mesh is not None else 0
-    if L.pp > 1:
-        model.keep_stage(pp_rank, L.pp)
-    model.to(d.device)
+    parts, stage_ids, n_params, build_bytes = build_model(cfg, d)
+    model = parts[0]            # the whole model, or this rank's first pipeline stage
     fsdp = uses_fsdp(d, L)
-    parallelize(model, d, L, cfg.precision, cfg.compile, cfg.compile_backend)
     dp_rank = d.mesh["dp"].get_local_rank() if d.mesh is not None else 0
-    schedule = pipeline_schedule(model, d, L, _cross_entropy) if L.pp > 1 else None
-
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True)
+    schedule = (pipeline_schedule(parts, stage_ids, d, L, cfg.schedule, _cross_entropy) if L.pp > 1 else None)
+    has_first, has_last = 0 in stage_ids, L.pp * L.vp - 1 in stage_ids
+    params = [p for m in parts for p in m.parameters()]
+    opt = [_optimizer(cfg, m) for m in parts]
 
     ckpt = Checkpointer(cfg.checkpoint_dir, d, cfg.keep) if cfg.checkpoint_dir else None
     start = 0
@@ -203,7 +249,7 @@ def _run(cfg: TrainConfig, d) -> dict:
             if st.get("model") != cfg.model.model_dump(mode="json"):
                 raise UserError(f"checkpoint {path} holds a different model shape; resume with the same model "
                                 "flags (or start a new --checkpoint-dir)")
-            ckpt.load(path, model, opt)
+            ckpt.load(path, parts, opt)
             loader.load_state_dict(st["data"])
             start = int(st["step"])
             log(f"resumed from {path} at step {start}")
@@ -219,7 +265,8 @@ def _run(cfg: TrainConfig, d) -> dict:
     if gpu_id is None and d.device.type == "cuda":
         gpu_id = M.gpu_id_from_name(torch.cuda.get_device_name(d.device))
     peak = M.device_peak(d.device, cfg.precision, cfg.gpu)
-    est, note = predict(cfg, gpu_id, cfg.gpus or d.world)
+    est, note = predict(cfg, gpu_id, cfg.gpus or d.world, d.device.type)
+    comparable = est is not None and (d.device.type == "cuda" or cfg.hardware is not None)
     fpt = M.flops_per_token(cfg.model, L.seq_len)
     out = M.MetricsLog(cfg.metrics, d.is_main)
     out.write({"event": "start", "time": time.time(), "resumed_at": start, "world": d.world,
@@ -233,7 +280,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     per_rank = L.global_batch // L.dp
     n_micro = per_rank // L.micro_batch
     tokens_per_step = L.global_batch * L.seq_len
-    amp = (torch.autocast(d.device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+    amp = (torch.autocast(d.device.type, dtype=precision_dtype(cfg.precision))
            if cfg.precision != "fp32" and not fsdp else contextlib.nullcontext())
     records: list[dict] = []
     rep.start(start, cfg.steps)
@@ -241,12 +288,13 @@ def _run(cfg: TrainConfig, d) -> dict:
         for step in range(start, cfg.steps):
             t0, c0 = time.perf_counter(), time.process_time()
             lr = lr_at(cfg, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
+            for o in opt:
+                for g in o.param_groups:
+                    g["lr"] = lr
             x, y = loader.take(L.global_batch, dp_rank * per_rank, per_rank)
             loss_sum = torch.zeros((), device=d.device)
             if schedule is not None:
-                loss_sum = _pipeline_step(schedule, x, y, d.device, pp_rank, L.pp, amp)
+                loss_sum = _pipeline_step(schedule, x, y, d.device, has_first, has_last, amp)
             for i in range(n_micro if schedule is None else 0):
                 if fsdp:
                     model.set_requires_gradient_sync(i == n_micro - 1)
@@ -259,9 +307,10 @@ def _run(cfg: TrainConfig, d) -> dict:
                 total = loss + cfg.moe_aux * model.aux_loss() if cfg.model.moe else loss
                 (total / n_micro).backward()
                 loss_sum += loss.detach()
-            gnorm = clip_grad_norm(model.parameters(), cfg.clip, d.mesh["pp"].get_group() if L.pp > 1 else None)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            gnorm = clip_grad_norm(params, cfg.clip, d.mesh["pp"].get_group() if L.pp > 1 else None)
+            for o in opt:
+                o.step()
+                o.zero_grad(set_to_none=True)
             loss_avg = loss_sum / n_micro
             if d.world > 1:
                 # tp replicas hold equal losses and only the last pipeline stage has one: sum / (dp*tp) is the
@@ -286,9 +335,9 @@ def _run(cfg: TrainConfig, d) -> dict:
             rep.step(rec)
             if ckpt and cfg.checkpoint_dir and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
                     and step + 1 < cfg.steps:
-                _save(ckpt, step + 1, model, opt, loader, cfg)
+                _save(ckpt, step + 1, parts, opt, loader, cfg)
         if ckpt and cfg.checkpoint_dir and start < cfg.steps:
-            _save(ckpt, cfg.steps, model, opt, loader, cfg)
+            _save(ckpt, cfg.steps, parts, opt, loader, cfg)
     finally:
         rep.stop()
     summary = M.summarize(records, cfg.warmup_steps_excluded)
@@ -297,13 +346,16 @@ def _run(cfg: TrainConfig, d) -> dict:
     out.write({"event": "end", "time": time.time(), **summary})
     out.close()
     if records:
-        _comparison(rep, summary, est)
+        _comparison(rep, summary, est if comparable else None)
+    extra = {"world": d.world, "device": d.device.type, "params": n_params, "resumed_at": start,
+             "param_bytes_per_rank": local_param_bytes(parts), "build_peak_bytes_per_rank": build_bytes}
+    js = summary_json(cfg, records, summary, est, note, comparable, extra)
     result = {"measured": summary, "prediction": est.model_dump(mode="json") if est is not None else None,
-              "prediction_note": note, "config": cfg.describe()}
+              "prediction_note": note, "config": cfg.describe(), "json": js}
     if cfg.json and d.is_main:
         import json
 
-        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.write(json.dumps(js) + "\n")
     return result
 
 
@@ -322,19 +374,69 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
-def _pipeline_step(schedule, x, y, device, stage: int, n_stages: int, amp) -> torch.Tensor:
-    """One 1F1B pass over this rank's sequences; returns the sum of the micro-batch losses on the last stage
-    (zero elsewhere). The schedule scales gradients by 1 / micro-batches, as the plain loop does."""
-    xb = torch.from_numpy(x).to(device)
-    yb = torch.from_numpy(y).to(device)
+def _pipeline_step(schedule, x, y, device, has_first: bool, has_last: bool, amp) -> torch.Tensor:
+    """One pipeline pass over this rank's sequences; returns the sum of the micro-batch losses on the rank
+    that holds the last stage (zero elsewhere). The schedule scales gradients by 1 / micro-batches, as the
+    plain loop does."""
     losses: list = []
+    args = (torch.from_numpy(x).to(device),) if has_first else ()
+    kw = {"target": torch.from_numpy(y).to(device), "losses": losses} if has_last else {}
     with amp:
-        if stage == 0:
-            schedule.step(xb, target=yb if n_stages == 1 else None)
-        elif stage == n_stages - 1:
-            schedule.step(target=yb, losses=losses)
-        else:
-            schedule.step()
+        schedule.step(*args, **kw)
     if not losses:
         return torch.zeros((), device=device)
     return torch.stack([v.detach().float() for v in losses]).sum()
+
+
+def _optimizer(cfg: TrainConfig, model) -> torch.optim.Optimizer:
+    """AdamW over one model part: weight decay on matrices, none on norms."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, foreach=True)
+
+
+def build_model(cfg: TrainConfig, d) -> tuple[list, list[int], int, int]:
+    """This rank's part of the model, never the whole: (modules, their global pipeline stage ids, parameters of
+    the whole model, how far this rank's peak memory rose while building, in bytes, or None).
+
+    The model is built on the meta device (no memory), cut to this rank's pipeline stages, parallelised
+    (TP, recompute, compile, FSDP), then ``to_empty`` allocates only the local shards and ``init_weights``
+    fills them with their part of the layout-independent init."""
+    import copy
+
+    from .pipeline import stage_ids as _stage_ids
+
+    L = cfg.layout
+    with torch.device("meta"):
+        full = Transformer(cfg.model, L.seq_len)
+    n_params = count_params(full)
+    make_mesh(d, L)
+    if L.pp > 1:
+        ids = _stage_ids(cfg.schedule, d.mesh["pp"].get_local_rank(), L.pp, L.vp)
+        parts = []
+        for sid in ids:
+            m = copy.deepcopy(full)
+            m.keep_stage(sid, L.pp * L.vp)
+            parts.append(m)
+    else:
+        ids, parts = [0], [full]
+    with M.PeakGrowth(d.device) as growth:
+        for m in parts:
+            parallelize(m, d, L, cfg.precision, cfg.compile, cfg.compile_backend)
+            m.to_empty(device=d.device)
+            m.init_weights(cfg.seed)
+    return parts, ids, n_params, growth.grown
+
+
+def local_param_bytes(parts) -> int:
+    """Bytes of the parameters this rank holds (its shards of its stages)."""
+    from torch.distributed.tensor import DTensor
+
+    n = 0
+    for m in parts:
+        for p in m.parameters():
+            t = p.to_local() if isinstance(p, DTensor) else p
+            n += t.numel() * t.element_size()
+    return n
