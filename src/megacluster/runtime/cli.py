@@ -50,7 +50,7 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
         raise UserError(f"precision {prec}: the runtime trains in bf16, fp16 or fp32 (fp8 is not implemented); "
                         "pass --precision bf16")
     lay.setdefault("tp", 1)
-    lay.setdefault("dp", max(1, world // (lay["tp"] * lay.get("pp", 1))))
+    lay.setdefault("dp", max(1, world // (lay["tp"] * lay.get("pp", 1) * lay.get("cp", 1))))
     lay.setdefault("micro_batch", 8 if not rp else 1)
     lay.setdefault("global_batch", lay["micro_batch"] * lay["dp"])
     lay.setdefault("seq_len", min(spec.seq_len, 2048) if (model or rp) else spec.seq_len)
@@ -78,10 +78,10 @@ def train(
     experts: Optional[int] = typer.Option(None, help="routed experts per MoE layer (adds MoE to a dense model)"),
     top_k: Optional[int] = typer.Option(None, help="experts per token"),
     tp: Optional[int] = typer.Option(None, help="tensor-parallel degree"),
-    dp: Optional[int] = typer.Option(None, help="data-parallel (FSDP) degree (default: processes / (tp x pp))"),
+    dp: Optional[int] = typer.Option(None, help="data-parallel (FSDP) degree (default: processes / (tp x pp x cp))"),
     pp: Optional[int] = typer.Option(None, help="pipeline stages (1F1B; with dp, not with tp)"),
-    cp: Optional[int] = typer.Option(None, help="context-parallel degree (only 1 is supported)"),
-    ep: Optional[int] = typer.Option(None, help="expert-parallel degree (only 1 is supported)"),
+    cp: Optional[int] = typer.Option(None, help="context-parallel degree (ring attention; sequence split over cp ranks, which share FSDP with dp)"),
+    ep: Optional[int] = typer.Option(None, help="expert-parallel degree (experts split over ep of the dp*cp ranks, all-to-all dispatch)"),
     micro_batch: Optional[int] = typer.Option(None, help="sequences per micro-batch per dp rank (default 8)"),
     global_batch: Optional[int] = typer.Option(None, help="sequences per step (default dp x micro-batch)"),
     seq_len: Optional[int] = typer.Option(None, help="tokens per sequence"),

@@ -80,14 +80,15 @@ def check_layout(layout: Layout, spec: ModelSpec, world: int) -> None:
             raise UserError(f"1F1B with pp={layout.pp} needs at least {layout.pp} micro-batches per step; "
                             f"global batch {layout.global_batch} / (dp {layout.dp} x micro-batch "
                             f"{layout.micro_batch}) gives {n_micro}")
-    if layout.cp > 1:
-        raise UserError(f"context parallelism (cp={layout.cp}) is not implemented in the runtime; {SUPPORTED}")
-    if layout.ep > 1:
-        raise UserError(f"expert parallelism (ep={layout.ep}) is not implemented in the runtime (experts are "
-                        f"sharded by FSDP instead); {SUPPORTED}")
+    # context and expert parallelism (context_parallel.py, moe.py)
+    from . import context_parallel, moe
+    context_parallel.check_layout(layout, spec)
+    moe.check_layout(layout, spec)
     if layout.n_gpus != world:
-        raise UserError(f"the layout needs tp*pp*dp = {layout.tp}*{layout.pp}*{layout.dp} = {layout.n_gpus} "
-                        f"processes but {world} were launched (torchrun --nproc_per_node {layout.n_gpus} ...)")
+        cp = ("*cp", f"*{layout.cp}") if layout.cp > 1 else ("", "")
+        raise UserError(f"the layout needs tp*pp*dp{cp[0]} = {layout.tp}*{layout.pp}*{layout.dp}{cp[1]} = "
+                        f"{layout.n_gpus} processes but {world} were launched (torchrun --nproc_per_node "
+                        f"{layout.n_gpus} ...)")
     if layout.tp > 1:
         if spec.moe:
             raise UserError(f"tensor parallelism with MoE layers is not implemented (tp={layout.tp}); "
@@ -107,6 +108,9 @@ def make_mesh(d: Dist, layout: Layout):
     """The 3-D (pp, dp, tp) device mesh of the job, or None for one process."""
     if d.world == 1:
         return None
+    if layout.cp > 1 or layout.ep > 1:  # (pp, dp, cp, tp) with dp x cp flattened for FSDP (context_parallel.py)
+        from .context_parallel import make_mesh as make_cp_mesh
+        return make_cp_mesh(d, layout)
     from torch.distributed.device_mesh import init_device_mesh
 
     d.mesh = init_device_mesh(d.device.type, (layout.pp, layout.dp, layout.tp), mesh_dim_names=("pp", "dp", "tp"))
@@ -223,18 +227,24 @@ def parallelize(model: nn.Module, d: Dist, layout: Layout, precision: str, compi
                 backend: str = "inductor") -> nn.Module:
     """Apply TP, activation checkpointing, compile and FSDP to ``model`` (already on ``d.device``)."""
     mesh = d.mesh
+    if mesh is not None and layout.ep > 1:  # experts sharded over ep ranks, all-to-all dispatch (moe.py)
+        from .moe import apply_ep
+        apply_ep(model, mesh, layout)
     if mesh is not None and layout.tp > 1:
         apply_tp(model, mesh["tp"], layout.sequence_parallel)
     apply_ac(model, layout.recompute)
     if compile:
         apply_compile(model, backend)
-    if mesh is not None and layout.dp > 1:
-        apply_fsdp(model, mesh["dp"], precision, layout.zero)
+    if mesh is not None and layout.dp * layout.cp > 1:
+        from .context_parallel import fsdp_mesh  # dp x cp ranks share FSDP (context_parallel.py)
+        from .moe import apply_expert_fsdp
+        apply_expert_fsdp(model, mesh, layout, precision)  # experts over the ranks ep leaves (moe.py)
+        apply_fsdp(model, fsdp_mesh(mesh), precision, layout.zero)
     return model
 
 
 def uses_fsdp(d: Dist, layout: Layout) -> bool:
-    return d.mesh is not None and layout.dp > 1
+    return d.mesh is not None and layout.dp * layout.cp > 1
 
 
 def pipeline_schedule(model: nn.Module, d: Dist, layout: Layout, loss_fn):

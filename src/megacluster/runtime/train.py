@@ -111,6 +111,8 @@ def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, not
               f", micro-batch {L.micro_batch}, global batch {L.global_batch} x {L.seq_len} tokens, recompute "
               f"{L.recompute}, zero {L.zero}, {cfg.precision}{', compiled' if cfg.compile else ''}; "
               f"{d.world} process(es) on {d.device.type}")
+    if L.cp > 1 or L.ep > 1:  # context_parallel.py, moe.py
+        rep.print(f"[bold]context/expert parallel[/] cp {L.cp} (ring attention), ep {L.ep} (all-to-all experts)")
     rep.print(f"[bold]peak[/] {peak.flops / 1e12:.4g} TFLOP/s per device ({peak.source})")
     rep.print(note if est is None else f"[bold]{note}[/]")
     if est is not None:
@@ -177,6 +179,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     parallelize(model, d, L, cfg.precision, cfg.compile, cfg.compile_backend)
     dp_rank = d.mesh["dp"].get_local_rank() if d.mesh is not None else 0
     schedule = pipeline_schedule(model, d, L, _cross_entropy) if L.pp > 1 else None
+    cpx = _context_parallel(model, d, L)  # ring attention over the cp ranks (context_parallel.py)
 
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -246,6 +249,8 @@ def _run(cfg: TrainConfig, d) -> dict:
                 sl = slice(i * L.micro_batch, (i + 1) * L.micro_batch)
                 xb = torch.from_numpy(x[sl]).to(d.device, non_blocking=True)
                 yb = torch.from_numpy(y[sl]).to(d.device, non_blocking=True)
+                if cpx is not None:  # this rank's part of each sequence
+                    xb, yb = cpx.shard(xb, yb)
                 with amp:
                     logits = model(xb)
                 loss = _cross_entropy(logits, yb)
@@ -258,9 +263,9 @@ def _run(cfg: TrainConfig, d) -> dict:
             loss_avg = loss_sum / n_micro
             if d.world > 1:
                 # tp replicas hold equal losses and only the last pipeline stage has one: sum / (dp*tp) is the
-                # mean over data-parallel ranks
+                # mean over data-parallel ranks (cp ranks hold equal shares of the tokens: mean over them too)
                 dist.all_reduce(loss_avg)
-                loss_avg /= L.dp * L.tp
+                loss_avg /= L.dp * L.tp * L.cp
             loss_v = float(loss_avg)  # synchronises the device
             if not math.isfinite(loss_v):
                 raise UserError(f"loss became {loss_v} at step {step + 1}; lower --lr or raise --warmup")
@@ -282,6 +287,8 @@ def _run(cfg: TrainConfig, d) -> dict:
             _save(ckpt, cfg.steps, model, opt, loader, cfg)
     finally:
         rep.stop()
+        if cpx is not None:
+            cpx.close()
     summary = M.summarize(records, cfg.warmup_steps_excluded)
     summary.update(peak_flops=peak.flops, peak_source=peak.source, flops_per_token=fpt, params=n_params,
                    resumed_at=start, world=d.world)
@@ -296,6 +303,19 @@ def _run(cfg: TrainConfig, d) -> dict:
 
         sys.stdout.write(json.dumps(result) + "\n")
     return result
+
+
+def _context_parallel(model, d, L):
+    """PyTorch's context parallelism over the mesh's cp ranks when cp > 1, else None."""
+    if L.cp <= 1:
+        return None
+    from .context_parallel import ContextParallel
+    from .moe import moe_layers
+
+    cp_mesh = d.mesh["cp"]
+    for m in moe_layers(model):  # the load-balancing loss over whole sequences
+        m.aux_group = cp_mesh.get_group()
+    return ContextParallel(model, cp_mesh, L.seq_len)
 
 
 def _save(ckpt: Checkpointer, step: int, model, opt, loader, cfg: TrainConfig) -> None:
