@@ -20,6 +20,7 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
                  pp: Optional[int], cp: Optional[int], ep: Optional[int], micro_batch: Optional[int],
                  global_batch: Optional[int], seq_len: Optional[int], sequence_parallel: Optional[bool],
                  recompute: Optional[str], zero: Optional[int], precision: Optional[str], world: int,
+                 fp8_recipe: Optional[str] = None,
                  cuda: bool, gpu: Optional[str], gpus: Optional[int], fabric: Optional[str], **rest):
     """A :class:`TrainConfig` from the plan (if any) with the flags given on top (no torch needed)."""
     from pydantic import ValidationError
@@ -45,10 +46,14 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
     elif cuda:
         prec = plan_precision or "bf16"
     else:
-        prec = "fp32"
-    if prec not in ("bf16", "fp16", "fp32"):
-        raise UserError(f"precision {prec}: the runtime trains in bf16, fp16 or fp32 (fp8 is not implemented); "
-                        "pass --precision bf16")
+        prec = "fp8" if plan_precision == "fp8" else "fp32"  # an fp8 plan on CPU: bf16, said in one line (fp8.py)
+    if prec not in ("bf16", "fp16", "fp32", "fp8"):
+        raise UserError(f"precision {prec}: the runtime trains in bf16, fp16, fp32 or fp8; pass --precision bf16")
+    from .fp8 import check_recipe
+    if fp8_recipe and prec != "fp8":
+        raise UserError(f"--fp8-recipe {fp8_recipe} applies to fp8 training; add --precision fp8 or drop the flag")
+    recipe = check_recipe(fp8_recipe or (rp.stack.fp8_recipe if rp and rp.stack else None)) if prec == "fp8" \
+        else None
     lay.setdefault("tp", 1)
     lay.setdefault("dp", max(1, world // (lay["tp"] * lay.get("pp", 1) * lay.get("cp", 1))))
     lay.setdefault("micro_batch", 8 if not rp else 1)
@@ -62,7 +67,7 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
         raise UserError(catalog.validation_message(e, "layout")) from None
     return TrainConfig(model=spec, layout=layout, precision=prec, gpu=gpu or (rp.gpu if rp and cuda else None),
                        gpus=gpus, fabric=fabric or (rp.fabric if rp else None), stack=rp.stack if rp else None,
-                       **rest)
+                       fp8_recipe=recipe, **rest)
 
 
 def train(
@@ -80,8 +85,8 @@ def train(
     tp: Optional[int] = typer.Option(None, help="tensor-parallel degree"),
     dp: Optional[int] = typer.Option(None, help="data-parallel (FSDP) degree (default: processes / (tp x pp x cp))"),
     pp: Optional[int] = typer.Option(None, help="pipeline stages (1F1B; with dp, not with tp)"),
-    cp: Optional[int] = typer.Option(None, help="context-parallel degree (ring attention; sequence split over cp ranks, which share FSDP with dp)"),
-    ep: Optional[int] = typer.Option(None, help="expert-parallel degree (experts split over ep of the dp*cp ranks, all-to-all dispatch)"),
+    cp: Optional[int] = typer.Option(None, help="context-parallel degree (ring attention over cp ranks)"),
+    ep: Optional[int] = typer.Option(None, help="expert-parallel degree (experts split over ep of the dp*cp ranks)"),
     micro_batch: Optional[int] = typer.Option(None, help="sequences per micro-batch per dp rank (default 8)"),
     global_batch: Optional[int] = typer.Option(None, help="sequences per step (default dp x micro-batch)"),
     seq_len: Optional[int] = typer.Option(None, help="tokens per sequence"),
@@ -89,7 +94,9 @@ def train(
                                                      help="shard norms/residuals along the sequence (tp > 1)"),
     recompute: Optional[str] = typer.Option(None, help="activation checkpointing: none, selective or full"),
     zero: Optional[int] = typer.Option(None, help="3: reshard weights after forward (FSDP); 0-2: keep them"),
-    precision: Optional[str] = typer.Option(None, help="bf16, fp16 or fp32 (default: bf16 on GPU, fp32 on CPU)"),
+    precision: Optional[str] = typer.Option(None, help="bf16, fp16, fp32 or fp8 (default: bf16 on GPU, fp32 on CPU)"),
+    fp8_recipe: Optional[str] = typer.Option(None, help="fp8 scaling (torchao): tensorwise or rowwise "
+                                                        "(default: the plan's, else tensorwise)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile each transformer block"),
     steps: int = typer.Option(100, help="optimizer steps in total (a resumed run stops at the same step)"),
     lr: float = typer.Option(3e-3, help="peak learning rate (AdamW)"),
@@ -134,6 +141,7 @@ def train(
                        ffn=ffn, vocab=vocab, experts=experts, top_k=top_k, tp=tp, dp=dp, pp=pp, cp=cp, ep=ep,
                        micro_batch=micro_batch, global_batch=global_batch, seq_len=seq_len,
                        sequence_parallel=sequence_parallel, recompute=recompute, zero=zero, precision=precision,
+                       fp8_recipe=fp8_recipe,
                        world=int(os.environ.get("WORLD_SIZE", "1")), cuda=cuda, gpu=gpu, gpus=gpus, fabric=fabric,
                        compile=compile, steps=steps, lr=lr, warmup=warmup, weight_decay=weight_decay, clip=clip,
                        seed=seed, data=data, tokenizer=tokenizer, text_key=text_key, checkpoint_dir=checkpoint_dir,

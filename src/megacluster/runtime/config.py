@@ -19,7 +19,8 @@ class TrainConfig:
 
     model: ModelSpec
     layout: Layout
-    precision: str = "fp32"          # compute precision: bf16, fp16 or fp32
+    precision: str = "fp32"          # compute precision: bf16, fp16, fp32 or fp8 (fp8.py)
+    fp8_recipe: str | None = None    # torchao float8 recipe when precision is fp8: tensorwise or rowwise
     compile: bool = False
     compile_backend: str = "inductor"  # tests use aot_eager (no C++ code generation)
     steps: int = 100

@@ -208,7 +208,8 @@ def apply_compile(model: nn.Module, backend: str = "inductor") -> None:
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
+            "fp8": torch.bfloat16}[precision]  # fp8: bf16 outside the fp8 matmuls (fp8.py)
 
 
 def apply_fsdp(model: nn.Module, dp_mesh, precision: str, zero: int) -> None:

@@ -39,7 +39,7 @@ def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int):
     if gpu_id is None:
         return None, ("prediction skipped: this run is on CPU, which the planner does not model "
                       "(pass --gpu ID to see the prediction for that GPU)")
-    if cfg.precision not in ("bf16", "fp16"):
+    if cfg.precision not in ("bf16", "fp16", "fp8"):
         return None, f"prediction skipped: the planner models bf16/fp16/fp8 training, this run is {cfg.precision}"
     try:
         from ..cluster import make_cluster
@@ -156,11 +156,15 @@ def run(cfg: TrainConfig) -> dict:
 def _run(cfg: TrainConfig, d) -> dict:
     L = cfg.layout
     check_layout(L, cfg.model, d.world)
+    from . import fp8
+    cfg, fp8_note = fp8.resolve(cfg, d.device)  # fp8 on GPUs that have it, else bf16 and one line (fp8.py)
     if cfg.precision != "fp32" and d.device.type == "cpu" and cfg.precision == "fp16":
         raise UserError("fp16 training on CPU is not supported; use --precision bf16 or fp32")
     torch.manual_seed(cfg.seed)
     rep = Reporter(cfg, d.is_main)
     log = rep.print if d.is_main else (lambda *a, **k: None)
+    if fp8_note:
+        log(fp8_note)
 
     tok, loader = build_data(cfg.data, cfg.tokenizer, L.seq_len, cfg.seed, cfg.text_key)
     if tok.vocab > cfg.model.vocab:
@@ -176,6 +180,8 @@ def _run(cfg: TrainConfig, d) -> dict:
         model.keep_stage(pp_rank, L.pp)
     model.to(d.device)
     fsdp = uses_fsdp(d, L)
+    if cfg.precision == "fp8":
+        fp8.apply(model, cfg.fp8_recipe)
     parallelize(model, d, L, cfg.precision, cfg.compile, cfg.compile_backend)
     dp_rank = d.mesh["dp"].get_local_rank() if d.mesh is not None else 0
     schedule = pipeline_schedule(model, d, L, _cross_entropy) if L.pp > 1 else None
@@ -215,7 +221,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     gpu_id = cfg.gpu
     if gpu_id is None and d.device.type == "cuda":
         gpu_id = M.gpu_id_from_name(torch.cuda.get_device_name(d.device))
-    peak = M.device_peak(d.device, cfg.precision, cfg.gpu)
+    peak = M.device_peak(d.device, "bf16" if cfg.precision == "fp8" else cfg.precision, cfg.gpu)  # MFU: 16-bit
     est, note = predict(cfg, gpu_id, cfg.gpus or d.world)
     fpt = M.flops_per_token(cfg.model, L.seq_len)
     out = M.MetricsLog(cfg.metrics, d.is_main)
@@ -229,7 +235,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     per_rank = L.global_batch // L.dp
     n_micro = per_rank // L.micro_batch
     tokens_per_step = L.global_batch * L.seq_len
-    amp = (torch.autocast(d.device.type, dtype=torch.bfloat16 if cfg.precision == "bf16" else torch.float16)
+    amp = (torch.autocast(d.device.type, dtype=torch.float16 if cfg.precision == "fp16" else torch.bfloat16)
            if cfg.precision != "fp32" and not fsdp else contextlib.nullcontext())
     records: list[dict] = []
     rep.start(start, cfg.steps)
