@@ -1,13 +1,15 @@
 """Context and expert parallelism on gloo (torchrun): ring attention over cp ranks (with FSDP over dp x cp) and
-experts split over ep ranks with all-to-all dispatch (with FSDP) reproduce one process's losses (fp32)."""
+experts split over ep ranks with all-to-all dispatch (with FSDP) reproduce one process's losses and gradient
+norms (fp32). The gradient norm is compared too because AdamW hides a wrongly scaled gradient from the loss."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
 
-from runtime_helpers import TINY, cli, losses, tiny_config
+from runtime_helpers import TINY, cli, tiny_config
 
 pytest.importorskip("torch")
 
@@ -15,6 +17,12 @@ pytest.importorskip("torch")
 RTOL = 1e-5
 STEPS = ["--steps", "4"]
 MOE = ["--experts", "4", "--top-k", "2"]
+
+
+def losses(path) -> dict[int, tuple[float, float]]:
+    """step -> (loss, gradient norm) from a metrics JSONL file."""
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["step"]: (r["loss"], r["grad_norm"]) for r in recs if "event" not in r}
 
 
 def _run(tmp_path, name: str, args: list[str], nproc: int = 1) -> dict:
@@ -50,7 +58,7 @@ def moe(tmp_path_factory):
 def _close(got: dict, want: dict) -> None:
     assert sorted(got) == [1, 2, 3, 4]
     for s, v in got.items():
-        assert v == pytest.approx(want[s], rel=RTOL), (s, v, want[s])
+        assert v == pytest.approx(want[s], rel=RTOL), (s, v, want[s])  # (loss, gradient norm)
 
 
 def test_context_parallel_two_ranks(tmp_path, dense):

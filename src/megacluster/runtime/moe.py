@@ -242,5 +242,6 @@ def apply_expert_fsdp(model: nn.Module, mesh, layout, precision: str) -> None:
     for moe in moe_layers(model):
         fully_shard(moe.experts, mesh=efsdp, mp_policy=mp, reshard_after_forward=layout.zero >= 3)
         moe.experts.set_gradient_divide_factor(float(layout.dp * layout.cp))
-        if efsdp.device_type == "cpu":  # gloo has no pre-multiplied sum: sum, then divide
+        if efsdp.device_type == "cpu" and efsdp.size() > 1:  # gloo has no pre-multiplied sum: sum, then divide
+            # (not on one rank: PyTorch 2.13's FSDP would then divide twice)
             moe.experts.set_force_sum_reduction_for_comms(True)
