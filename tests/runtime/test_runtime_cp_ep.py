@@ -31,6 +31,8 @@ def _run(tmp_path, name: str, args: list[str], nproc: int = 1) -> dict:
     assert r.returncode == 0, r.stderr[-3000:]
     if nproc > 1:
         assert "context/expert parallel" in r.stdout
+    if "--resume" in args:
+        assert "resumed from" in r.stdout
     return losses(path)
 
 
@@ -55,8 +57,8 @@ def moe(tmp_path_factory):
     return _reference(tmp_path_factory.mktemp("moe"), model=scale_model(SPEC, experts=4, top_k=2))
 
 
-def _close(got: dict, want: dict) -> None:
-    assert sorted(got) == [1, 2, 3, 4]
+def _close(got: dict, want: dict, first: int = 1) -> None:
+    assert sorted(got) == list(range(first, 5))
     for s, v in got.items():
         assert v == pytest.approx(want[s], rel=RTOL), (s, v, want[s])  # (loss, gradient norm)
 
@@ -67,15 +69,26 @@ def test_context_parallel_two_ranks(tmp_path, dense):
     _close(_run(tmp_path, "cp", ["--cp", "2"], nproc=2), dense)
 
 
-def test_expert_parallel_with_fsdp(tmp_path, moe):
+@pytest.fixture(scope="module")
+def ep_checkpoint(tmp_path_factory):
+    """dp=2, ep=2 with a checkpoint at step 2: (losses, checkpoint directory)."""
+    d = tmp_path_factory.mktemp("ep")
+    got = _run(d, "ep", [*MOE, "--dp", "2", "--ep", "2", "--checkpoint-dir", str(d / "ck"), "--checkpoint-every",
+                         "2"], nproc=2)
+    return got, d / "ck" / "step_00000002"
+
+
+def test_expert_parallel_with_fsdp(ep_checkpoint, moe):
     """dp=2, ep=2: two experts per rank, tokens exchanged by all-to-all; the other weights sharded by FSDP."""
-    _close(_run(tmp_path, "ep", [*MOE, "--dp", "2", "--ep", "2"], nproc=2), moe)
+    _close(ep_checkpoint[0], moe)
 
 
-def test_context_and_expert_parallel(tmp_path, moe):
-    """cp=2 and ep=2 on the same two ranks: ring attention, experts exchanged between the halves of the
-    sequences, and the load-balancing loss taken over the whole sequences."""
-    _close(_run(tmp_path, "cpep", [*MOE, "--cp", "2", "--ep", "2"], nproc=2), moe)
+def test_context_and_expert_parallel_resume_the_ep_checkpoint(tmp_path, ep_checkpoint, moe):
+    """cp=2 and ep=2 on the same two ranks (ring attention, experts exchanged between the halves of the
+    sequences, the load-balancing loss over whole sequences) continue the dp=2 ep=2 run's checkpoint (experts
+    and their optimizer state resharded by DCP) on the one-process curve."""
+    _close(_run(tmp_path, "cpep", [*MOE, "--cp", "2", "--ep", "2", "--resume", str(ep_checkpoint[1])], nproc=2),
+           moe, first=3)
 
 
 @pytest.mark.skipif(not os.environ.get("MEGACLUSTER_TEST_4PROC"),
