@@ -97,3 +97,10 @@ def test_four_ranks_dp_cp_ep(tmp_path, moe):
     """dp=2 x cp=2 with ep=2: FSDP over 4 ranks, experts FSDP-sharded over the 2 ranks holding the same
     experts (gradients divided by dp*cp)."""
     _close(_run(tmp_path, "dpcpep", [*MOE, "--dp", "2", "--cp", "2", "--ep", "2"], nproc=4), moe)
+
+
+@pytest.mark.skipif(not os.environ.get("MEGACLUSTER_TEST_4PROC"),
+                    reason="4 processes take over a minute on 2 cores; set MEGACLUSTER_TEST_4PROC=1")
+def test_four_ranks_cp_tp(tmp_path, dense):
+    """cp=2 x tp=2 (sequence parallel): heads split over tp, each head's sequence over cp."""
+    _close(_run(tmp_path, "cptp", ["--cp", "2", "--tp", "2"], nproc=4), dense)

@@ -32,6 +32,12 @@ class _Stacked(nn.Module):
     def __init__(self, n: int, out: int, inp: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(n, out, inp))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """``nn.Linear``'s default initialisation for each expert (``Transformer.init_weights`` replaces it)."""
+        bound = 1 / self.weight.shape[-1] ** 0.5
+        nn.init.uniform_(self.weight, -bound, bound)
 
 
 def _local(w: torch.Tensor) -> torch.Tensor:
