@@ -85,10 +85,11 @@ def test_expert_parallel_with_fsdp(ep_checkpoint, moe):
 
 def test_context_and_expert_parallel_resume_the_ep_checkpoint(tmp_path, ep_checkpoint, moe):
     """cp=2 and ep=2 on the same two ranks (ring attention, experts exchanged between the halves of the
-    sequences, the load-balancing loss over whole sequences) continue the dp=2 ep=2 run's checkpoint (experts
-    and their optimizer state resharded by DCP) on the one-process curve."""
-    _close(_run(tmp_path, "cpep", [*MOE, "--cp", "2", "--ep", "2", "--resume", str(ep_checkpoint[1])], nproc=2),
-           moe, first=3)
+    sequences, the load-balancing loss over whole sequences), with selective recompute around the experts' own
+    FSDP unit, continue the dp=2 ep=2 run's checkpoint (experts and their optimizer state resharded by DCP) on
+    the one-process curve."""
+    _close(_run(tmp_path, "cpep", [*MOE, "--cp", "2", "--ep", "2", "--recompute", "selective",
+                                   "--resume", str(ep_checkpoint[1])], nproc=2), moe, first=3)
 
 
 @pytest.mark.skipif(not os.environ.get("MEGACLUSTER_TEST_4PROC"),

@@ -244,6 +244,7 @@ def apply_expert_fsdp(model: nn.Module, mesh, layout, precision: str) -> None:
     from .parallel import precision_dtype
 
     efsdp, _ = expert_meshes(mesh, layout)
+    _sac_ignores_profiler_markers()
     mp = MixedPrecisionPolicy(param_dtype=precision_dtype(precision), reduce_dtype=torch.float32)
     for moe in moe_layers(model):
         fully_shard(moe.experts, mesh=efsdp, mp_policy=mp, reshard_after_forward=layout.zero >= 3)
@@ -251,3 +252,15 @@ def apply_expert_fsdp(model: nn.Module, mesh, layout, precision: str) -> None:
         if efsdp.device_type == "cpu" and efsdp.size() > 1:  # gloo has no pre-multiplied sum: sum, then divide
             # (not on one rank: PyTorch 2.13's FSDP would then divide twice)
             moe.experts.set_force_sum_reduction_for_comms(True)
+
+
+def _sac_ignores_profiler_markers() -> None:
+    """Let selective activation checkpointing skip the profiler's record-function markers. The experts' own FSDP
+    unit, nested in a checkpointed block, opens one more ``record_function`` range when the block is recomputed
+    in backward than in forward, and PyTorch's SAC (2.13) then stops on the op count ("invocation index ...
+    not found in storage"). The markers compute nothing, so running them without caching changes no result."""
+    from torch.utils import checkpoint
+
+    prof = torch.ops.profiler
+    checkpoint.SAC_IGNORED_OPS |= {prof._record_function_enter_new.default, prof._record_function_exit.default,
+                                   prof._record_function_exit._RecordFunction}
