@@ -70,7 +70,8 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
                  global_batch: Optional[int], seq_len: Optional[int], sequence_parallel: Optional[bool],
                  recompute: Optional[str], zero: Optional[int], precision: Optional[str], world: int,
                  cuda: bool, gpu: Optional[str], gpus: Optional[int], fabric: Optional[str],
-                 vp: Optional[int] = None, schedule: Optional[str] = None, **rest):
+                 vp: Optional[int] = None, schedule: Optional[str] = None, fp8_recipe: Optional[str] = None,
+                 **rest):
     """A :class:`TrainConfig` from the plan (if any) with the flags given on top (no torch needed).
 
     A plan's layout is fitted to the ``world`` processes of this run and to a scaled-down model
@@ -113,9 +114,16 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
     elif cuda:
         prec = plan_precision or "bf16"
     else:
-        prec = "fp32"
-        if plan_precision and plan_precision != "fp32":
+        # on CPU: fp32, except an fp8 plan, which trains in bf16 and says so in one line (fp8.py)
+        prec = "fp8" if plan_precision == "fp8" else "fp32"
+        if plan_precision and plan_precision not in ("fp32", "fp8"):
             changed.append(f"precision {plan_precision} -> fp32 (CPU; pass --precision to choose)")
+    from .fp8 import check_recipe
+
+    if fp8_recipe and prec != "fp8":
+        raise UserError(f"--fp8-recipe {fp8_recipe} applies to fp8 training; add --precision fp8 or drop the flag")
+    recipe = check_recipe(fp8_recipe or (rp.stack.fp8_recipe if rp and rp.stack else None)) if prec == "fp8" \
+        else None
     sched = schedule or (rp.schedule if rp else "1f1b")
     planned_world = (lay.get("tp", 1) * lay.get("pp", 1) * lay.get("dp", 1) * lay.get("cp", 1)) if rp else 0
     if rp and (shaped or planned_world == world):
@@ -150,7 +158,7 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
         raise UserError(catalog.validation_message(e, "layout")) from None
     cfg = TrainConfig(model=spec, layout=layout, precision=prec, gpu=gpu or (rp.gpu if rp and cuda else None),
                       gpus=gpus, fabric=fabric or (rp.fabric if rp else None), stack=rp.stack if rp else None,
-                      schedule=sched, changed=("; ".join(changed) if changed else None), **rest)
+                      schedule=sched, changed=("; ".join(changed) if changed else None), fp8_recipe=recipe, **rest)
     check_layout(layout, spec, world, sched)
     return cfg
 
@@ -168,13 +176,13 @@ def train(
     experts: Optional[int] = typer.Option(None, help="routed experts per MoE layer (adds MoE to a dense model)"),
     top_k: Optional[int] = typer.Option(None, help="experts per token"),
     tp: Optional[int] = typer.Option(None, help="tensor-parallel degree"),
-    dp: Optional[int] = typer.Option(None, help="data-parallel (FSDP) degree (default: processes / (tp x pp))"),
+    dp: Optional[int] = typer.Option(None, help="data-parallel (FSDP) degree (default: processes / (tp x pp x cp))"),
     pp: Optional[int] = typer.Option(None, help="pipeline ranks (with dp and tp on one 3-D device mesh)"),
     vp: Optional[int] = typer.Option(None, help="pipeline stages per pipeline rank (> 1: interleaved)"),
     schedule: Optional[str] = typer.Option(None, help="pipeline schedule: 1f1b (interleaved when vp > 1), "
                                                       "zero-bubble or dualpipe (default: the plan's stack's)"),
-    cp: Optional[int] = typer.Option(None, help="context-parallel degree"),
-    ep: Optional[int] = typer.Option(None, help="expert-parallel degree"),
+    cp: Optional[int] = typer.Option(None, help="context-parallel degree (ring attention over cp ranks)"),
+    ep: Optional[int] = typer.Option(None, help="expert-parallel degree (experts split over ep of the dp*cp ranks)"),
     micro_batch: Optional[int] = typer.Option(None, help="sequences per micro-batch per dp rank (default 8)"),
     global_batch: Optional[int] = typer.Option(None, help="sequences per step (default dp x micro-batch)"),
     seq_len: Optional[int] = typer.Option(None, help="tokens per sequence"),
@@ -183,7 +191,9 @@ def train(
     recompute: Optional[str] = typer.Option(None, help="activation checkpointing: none, selective or full"),
     zero: Optional[int] = typer.Option(None, help="3: reshard weights after forward (FSDP); 0-2: keep them"),
     precision: Optional[str] = typer.Option(None, help="bf16, fp16, fp32 or fp8 (default: the plan's on GPU, "
-                                                       "fp32 on CPU)"),
+                                                       "fp32 on CPU; an fp8 plan trains in bf16 on CPU)"),
+    fp8_recipe: Optional[str] = typer.Option(None, help="fp8 scaling (torchao): tensorwise or rowwise "
+                                                        "(default: the plan's, else tensorwise)"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile each transformer block"),
     steps: int = typer.Option(100, help="optimizer steps in total (a resumed run stops at the same step)"),
     lr: float = typer.Option(3e-3, help="peak learning rate (AdamW)"),
@@ -237,7 +247,7 @@ def train(
                            weight_decay=weight_decay, clip=clip, seed=seed, data=data, tokenizer=tokenizer,
                            text_key=text_key, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                            keep=keep, resume=resume, metrics=metrics, log_every=log_every, device=device,
-                           json=json_out, hardware=hardware)
+                           json=json_out, hardware=hardware, fp8_recipe=fp8_recipe)
         from .train import run
 
         run(cfg)

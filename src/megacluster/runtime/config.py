@@ -19,7 +19,8 @@ class TrainConfig:
 
     model: ModelSpec
     layout: Layout
-    precision: str = "fp32"          # compute precision: bf16, fp16, fp32 or fp8
+    precision: str = "fp32"          # compute precision: bf16, fp16, fp32 or fp8 (fp8.py)
+    fp8_recipe: str | None = None    # torchao float8 recipe when precision is fp8: tensorwise or rowwise
     schedule: str = "1f1b"           # pipeline schedule, as the step model names it (runtime/pipeline.py)
     changed: str | None = None       # what fitting the plan to this run changed (one line), if anything
     compile: bool = False

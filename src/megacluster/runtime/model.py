@@ -1,7 +1,7 @@
 """A Llama-architecture decoder built from a :class:`~megacluster.specs.ModelSpec`.
 
 RMSNorm, rotary position embeddings, grouped-query attention (PyTorch SDPA, causal), a gated (SwiGLU) or plain
-FFN, and optional mixture-of-experts layers with top-k routing and shared experts. Module names follow the
+FFN, and optional mixture-of-experts layers with top-k routing and shared experts (moe.py). Module names follow the
 torchtitan convention (``attention.wq``, ``feed_forward.w1`` ...) so that tensor-parallel plans address them.
 
 Shapes inside: ``B`` batch, ``T`` sequence length, ``D`` model width, ``H`` heads, ``K`` kv heads.
@@ -18,6 +18,7 @@ from torch import nn
 from ..errors import UserError
 from ..specs import ModelSpec
 from .model_spec import scale_model  # noqa: F401 (re-exported)
+from .moe import MoE  # routed experts, grouped and expert-parallel (moe.py)
 
 #: activations of the plain (non-gated) FFN kinds
 _ACT = {"gelu": F.gelu, "relu": F.relu, "squared-relu": lambda x: F.relu(x).square(), "swiglu": F.silu}
@@ -107,43 +108,6 @@ class FeedForward(nn.Module):
         if self.w3 is not None:
             h = h * self.w3(x)
         return self.w2(h)
-
-
-class MoE(nn.Module):
-    """Top-k routed experts (softmax router, weights renormalised over the chosen k) plus shared experts.
-
-    ``aux_loss`` after a forward holds the Switch-Transformer load-balancing loss of that call
-    (n_experts * sum_e fraction_routed_e * mean_prob_e; 1.0 when perfectly balanced).
-    """
-
-    def __init__(self, spec: ModelSpec):
-        super().__init__()
-        m = spec.moe
-        self.top_k = m.top_k
-        self.router = nn.Linear(spec.d_model, m.n_experts, bias=False)
-        self.experts = nn.ModuleList(FeedForward(spec.d_model, m.expert_ffn_hidden, spec.mlp)
-                                     for _ in range(m.n_experts))
-        width = m.shared_ffn_hidden or m.expert_ffn_hidden
-        self.shared = nn.ModuleList(FeedForward(spec.d_model, width, spec.mlp) for _ in range(m.n_shared_experts))
-        self.aux_loss = torch.zeros(())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = x.reshape(-1, shape[-1])
-        probs = self.router(x).float().softmax(-1)
-        weights, chosen = probs.topk(self.top_k, dim=-1)
-        weights = (weights / weights.sum(-1, keepdim=True)).type_as(x)
-        out = torch.zeros_like(x)
-        n_exp = len(self.experts)
-        for e, expert in enumerate(self.experts):
-            tok, slot = (chosen == e).nonzero(as_tuple=True)
-            if tok.numel():
-                out.index_add_(0, tok, expert(x[tok]) * weights[tok, slot, None])
-        for s in self.shared:
-            out = out + s(x)
-        frac = F.one_hot(chosen, n_exp).float().sum(1).mean(0) / self.top_k
-        self.aux_loss = n_exp * (frac * probs.mean(0)).sum()
-        return out.reshape(shape)
 
 
 class Block(nn.Module):
@@ -275,26 +239,31 @@ def _normal_rows(shape: tuple, name: str, seed: int, std: float, r0: int, r1: in
 
 
 def fill_normal(p: torch.Tensor, name: str, seed: int, std: float) -> None:
-    """Fill matrix ``p`` (a plain tensor or this rank's shard of a DTensor) with its part of the layout-free
-    N(0, std) init of :func:`_normal_rows`. A shard that is a block of rows and columns (Shard/Replicate
-    placements) draws only its rows; any other sharding draws the whole matrix and keeps its own part."""
+    """Fill weight ``p`` (a plain tensor or this rank's shard of a DTensor) with its part of the layout-free
+    N(0, std) init of :func:`_normal_rows`. A weight of more than two dimensions (the MoE layer's stacked
+    experts, (experts, out, in)) is drawn as the matrix (experts x out, in). A shard that is a block of rows
+    and columns (Shard/Replicate placements on the first and last dimensions) draws only its rows; any other
+    sharding draws the whole weight and keeps its own part."""
     from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
 
     shape = tuple(p.shape)
+    inner = math.prod(shape[1:-1])                  # rows of the matrix per index of the first dimension
+    matrix = (shape[0] * inner, shape[-1])
     if not isinstance(p, DTensor):
-        p.copy_(_normal_rows(shape, name, seed, std, 0, shape[0]).to(p.device, p.dtype))
+        p.copy_(_normal_rows(matrix, name, seed, std, 0, matrix[0]).view(shape).to(p.device, p.dtype))
         return
     local = p.to_local()
     if all(type(pl) in (Shard, Replicate) for pl in p.placements):
         from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
         lshape, off = compute_local_shape_and_global_offset(shape, p.device_mesh, p.placements)
-        if lshape[0] == 0 or lshape[1] == 0:
+        if 0 in tuple(lshape):
             return
-        rows = _normal_rows(shape, name, seed, std, off[0], off[0] + lshape[0])
-        local.copy_(rows[:, off[1]:off[1] + lshape[1]].to(local.device, local.dtype))
-        return
-    full = _normal_rows(shape, name, seed, std, 0, shape[0]).to(local.device, local.dtype)
+        if tuple(lshape[1:-1]) == shape[1:-1]:
+            rows = _normal_rows(matrix, name, seed, std, off[0] * inner, (off[0] + lshape[0]) * inner)
+            local.copy_(rows[:, off[-1]:off[-1] + lshape[-1]].reshape(tuple(lshape)).to(local.device, local.dtype))
+            return
+    full = _normal_rows(matrix, name, seed, std, 0, matrix[0]).view(shape).to(local.device, local.dtype)
     local.copy_(distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local())
 
 

@@ -3,7 +3,8 @@ activation checkpointing, torch.compile and FSDP2, in the order that composes (T
 
 Supported: ``pp`` x ``dp`` x ``tp`` on one 3-D (pp, dp, tp) device mesh: pipeline stages through
 ``torch.distributed.pipelining`` (schedules in ``runtime/pipeline.py``), FSDP2 over ``dp`` and DTensor TP over ``tp``
-inside each stage. ZeRO stages map onto FSDP2:
+inside each stage; with ``cp`` or ``ep`` > 1 a 4-D (pp, dp, cp, tp) mesh (context parallelism in
+``runtime/context_parallel.py``, expert parallelism in ``runtime/moe.py``). ZeRO stages map onto FSDP2:
 ``zero 3`` reshards weights after forward (FSDP), ``zero 0..2`` keeps them gathered between forward and
 backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less).
 """
@@ -21,7 +22,7 @@ from ..errors import UserError
 from ..specs import Layout, ModelSpec
 
 SUPPORTED = ("supported: pp (1F1B, interleaved, zero-bubble or DualPipeV) x dp (FSDP2) x tp (DTensor, with or "
-             "without sequence parallelism); cp=1, ep=1")
+             "without sequence parallelism); cp (ring attention, without pp) and ep (all-to-all, over dp x cp)")
 
 
 @dataclass
@@ -78,13 +79,10 @@ def check_layout(layout: Layout, spec: ModelSpec, world: int, schedule: str = "1
                                    layout.recompute)
             if why:
                 raise UserError(why)
-    if layout.cp > 1:
-        raise UserError(f"context parallelism (cp={layout.cp}) is not implemented in the runtime; {SUPPORTED}")
-    if layout.ep > 1:
-        raise UserError(f"expert parallelism (ep={layout.ep}) is not implemented in the runtime (experts are "
-                        f"sharded by FSDP instead); {SUPPORTED}")
-    if layout.precision == "fp8":
-        raise UserError("fp8 training is not implemented in the runtime; pass --precision bf16")
+    # context and expert parallelism (context_parallel.py, moe.py)
+    from . import context_parallel, moe
+    context_parallel.check_layout(layout, spec)
+    moe.check_layout(layout, spec)
     if layout.n_gpus != world:
         names, vals = ("tp*pp*dp*cp", f"*{layout.cp}") if layout.cp > 1 else ("tp*pp*dp", "")
         raise UserError(f"the layout needs {names} = {layout.tp}*{layout.pp}*{layout.dp}{vals} = {layout.n_gpus} "
@@ -108,6 +106,9 @@ def make_mesh(d: Dist, layout: Layout):
     """The 3-D (pp, dp, tp) device mesh of the job, or None for one process."""
     if d.world == 1:
         return None
+    if layout.cp > 1 or layout.ep > 1:  # (pp, dp, cp, tp) with dp x cp flattened for FSDP (context_parallel.py)
+        from .context_parallel import make_mesh as make_cp_mesh
+        return make_cp_mesh(d, layout)
     from torch.distributed.device_mesh import init_device_mesh
 
     d.mesh = init_device_mesh(d.device.type, (layout.pp, layout.dp, layout.tp), mesh_dim_names=("pp", "dp", "tp"))
@@ -207,7 +208,7 @@ def apply_compile(model: nn.Module, backend: str = "inductor") -> None:
 
 
 def precision_dtype(precision: str) -> torch.dtype:
-    """The dtype of the layers that run in ``precision`` (fp8 runs everything but its matmuls in bf16)."""
+    """The dtype of the layers that run in ``precision`` (fp8 runs everything but its matmuls in bf16, fp8.py)."""
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8": torch.bfloat16}[precision]
 
 
@@ -227,18 +228,24 @@ def parallelize(model: nn.Module, d: Dist, layout: Layout, precision: str, compi
                 backend: str = "inductor") -> nn.Module:
     """Apply TP, activation checkpointing, compile and FSDP to ``model`` (already on ``d.device``)."""
     mesh = d.mesh
+    if mesh is not None and layout.ep > 1:  # experts sharded over ep ranks, all-to-all dispatch (moe.py)
+        from .moe import apply_ep
+        apply_ep(model, mesh, layout)
     if mesh is not None and layout.tp > 1:
         apply_tp(model, mesh["tp"], layout.sequence_parallel)
     apply_ac(model, layout.recompute)
     if compile:
         apply_compile(model, backend)
-    if mesh is not None and layout.dp > 1:
-        apply_fsdp(model, mesh["dp"], precision, layout.zero)
+    if mesh is not None and layout.dp * layout.cp > 1:
+        from .context_parallel import fsdp_mesh  # dp x cp ranks share FSDP (context_parallel.py)
+        from .moe import apply_expert_fsdp
+        apply_expert_fsdp(model, mesh, layout, precision)  # experts over the ranks ep leaves (moe.py)
+        apply_fsdp(model, fsdp_mesh(mesh), precision, layout.zero)
     return model
 
 
 def uses_fsdp(d: Dist, layout: Layout) -> bool:
-    return d.mesh is not None and layout.dp > 1
+    return d.mesh is not None and layout.dp * layout.cp > 1
 
 
 def pipeline_schedule(parts: list, stage_ids: list[int], d: Dist, layout: Layout, schedule: str, loss_fn):

@@ -1,10 +1,12 @@
 """Pipeline schedules of the runtime (``torch.distributed.pipelining``) and the one table that maps the step
 model's schedule names onto them.
 
-The step model names a stack's schedule in ``catalog/data/stacks.yaml`` (``schedule: 1f1b | dualpipe``) and
+The step model names a stack's schedule in ``catalog/data/stacks.yaml`` (``schedule: 1f1b | dualpipe | zb-h1``) and
 prices its bubble in ``physics/pipeline.py``: ``1f1b`` is 1F1B, interleaved over ``vp`` model chunks per rank
 when ``vp > 1`` (Narayanan et al. 2021); ``dualpipe`` is DeepSeek's bidirectional schedule, whose one-direction
-variant PyTorch ships as ``ScheduleDualPipeV`` (two chunks per rank, placed in a V). ``zero-bubble`` is the
+variant PyTorch ships as ``ScheduleDualPipeV`` (two chunks per rank, placed in a V); ``zb-h1`` is the
+ZB-H1 schedule of Qi et al. 2024 (weight gradients deferred into the bubble), which PyTorch ships as
+``ScheduleInterleavedZeroBubble`` (one or more stages per rank). ``zero-bubble`` is the
 ZB-V schedule of Qi et al. 2024 (arXiv 2401.10241, section 6), which the step model does not price (the
 runtime runs it and says so instead of predicting it as something else).
 
@@ -35,6 +37,7 @@ SCHEDULES: dict[str, Schedule] = {
     "1f1b": Schedule("Schedule1F1B", "ScheduleInterleaved1F1B", "loop", None, True, False),
     "dualpipe": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, True, True),
     "zero-bubble": Schedule("ScheduleZBVZeroBubble", "ScheduleZBVZeroBubble", "v", 2, False, True),
+    "zb-h1": Schedule("ScheduleInterleavedZeroBubble", "ScheduleInterleavedZeroBubble", "loop", None, True, True),
 }
 
 

@@ -168,6 +168,8 @@ def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, not
               f"{d.world} process(es) on {d.device.type}")
     if cfg.changed:
         rep.print(f"[yellow]fitted the plan to this run: {cfg.changed}[/]")
+    if L.cp > 1 or L.ep > 1:  # context_parallel.py, moe.py
+        rep.print(f"[bold]context/expert parallel[/] cp {L.cp} (ring attention), ep {L.ep} (all-to-all experts)")
     rep.print(f"[bold]peak[/] {peak.flops / 1e12:.4g} TFLOP/s per device ({peak.source})")
     rep.print(note if est is None else f"[bold]{note}[/]")
     if est is not None:
@@ -216,11 +218,15 @@ def run(cfg: TrainConfig) -> dict:
 def _run(cfg: TrainConfig, d) -> dict:
     L = cfg.layout
     check_layout(L, cfg.model, d.world, cfg.schedule)
+    from . import fp8
+    cfg, fp8_note = fp8.resolve(cfg, d.device)  # fp8 on GPUs that have it, else bf16 and one line (fp8.py)
     if cfg.precision != "fp32" and d.device.type == "cpu" and cfg.precision == "fp16":
         raise UserError("fp16 training on CPU is not supported; use --precision bf16 or fp32")
     torch.manual_seed(cfg.seed)
     rep = Reporter(cfg, d.is_main)
     log = rep.print if d.is_main else (lambda *a, **k: None)
+    if fp8_note:
+        log(fp8_note)
 
     tok, loader = build_data(cfg.data, cfg.tokenizer, L.seq_len, cfg.seed, cfg.text_key)
     if tok.vocab > cfg.model.vocab:
@@ -232,6 +238,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     fsdp = uses_fsdp(d, L)
     dp_rank = d.mesh["dp"].get_local_rank() if d.mesh is not None else 0
     schedule = (pipeline_schedule(parts, stage_ids, d, L, cfg.schedule, _cross_entropy) if L.pp > 1 else None)
+    cpx = _context_parallel(model, d, L)  # ring attention over the cp ranks (context_parallel.py)
     has_first, has_last = 0 in stage_ids, L.pp * L.vp - 1 in stage_ids
     params = [p for m in parts for p in m.parameters()]
     opt = [_optimizer(cfg, m) for m in parts]
@@ -264,7 +271,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     gpu_id = cfg.gpu
     if gpu_id is None and d.device.type == "cuda":
         gpu_id = M.gpu_id_from_name(torch.cuda.get_device_name(d.device))
-    peak = M.device_peak(d.device, cfg.precision, cfg.gpu)
+    peak = M.device_peak(d.device, "bf16" if cfg.precision == "fp8" else cfg.precision, cfg.gpu)  # MFU: 16-bit
     est, note = predict(cfg, gpu_id, cfg.gpus or d.world, d.device.type)
     comparable = est is not None and (d.device.type == "cuda" or cfg.hardware is not None)
     fpt = M.flops_per_token(cfg.model, L.seq_len)
@@ -301,6 +308,8 @@ def _run(cfg: TrainConfig, d) -> dict:
                 sl = slice(i * L.micro_batch, (i + 1) * L.micro_batch)
                 xb = torch.from_numpy(x[sl]).to(d.device, non_blocking=True)
                 yb = torch.from_numpy(y[sl]).to(d.device, non_blocking=True)
+                if cpx is not None:  # this rank's part of each sequence
+                    xb, yb = cpx.shard(xb, yb)
                 with amp:
                     logits = model(xb)
                 loss = _cross_entropy(logits, yb)
@@ -314,9 +323,9 @@ def _run(cfg: TrainConfig, d) -> dict:
             loss_avg = loss_sum / n_micro
             if d.world > 1:
                 # tp replicas hold equal losses and only the last pipeline stage has one: sum / (dp*tp) is the
-                # mean over data-parallel ranks
+                # mean over data-parallel ranks (cp ranks hold equal shares of the tokens: mean over them too)
                 dist.all_reduce(loss_avg)
-                loss_avg /= L.dp * L.tp
+                loss_avg /= L.dp * L.tp * L.cp
             loss_v = float(loss_avg)  # synchronises the device
             if not math.isfinite(loss_v):
                 raise UserError(f"loss became {loss_v} at step {step + 1}; lower --lr or raise --warmup")
@@ -340,6 +349,8 @@ def _run(cfg: TrainConfig, d) -> dict:
             _save(ckpt, cfg.steps, parts, opt, loader, cfg)
     finally:
         rep.stop()
+        if cpx is not None:
+            cpx.close()
     summary = M.summarize(records, cfg.warmup_steps_excluded)
     summary.update(peak_flops=peak.flops, peak_source=peak.source, flops_per_token=fpt, params=n_params,
                    resumed_at=start, world=d.world)
@@ -357,6 +368,19 @@ def _run(cfg: TrainConfig, d) -> dict:
 
         sys.stdout.write(json.dumps(js) + "\n")
     return result
+
+
+def _context_parallel(model, d, L):
+    """PyTorch's context parallelism over the mesh's cp ranks when cp > 1, else None."""
+    if L.cp <= 1:
+        return None
+    from .context_parallel import ContextParallel
+    from .moe import moe_layers
+
+    cp_mesh = d.mesh["cp"]
+    for m in moe_layers(model):  # the load-balancing loss over whole sequences
+        m.aux_group = cp_mesh.get_group()
+    return ContextParallel(model, cp_mesh, L.seq_len)
 
 
 def _save(ckpt: Checkpointer, step: int, model, opt, loader, cfg: TrainConfig) -> None:
@@ -424,6 +448,10 @@ def build_model(cfg: TrainConfig, d) -> tuple[list, list[int], int, int]:
         ids, parts = [0], [full]
     with M.PeakGrowth(d.device) as growth:
         for m in parts:
+            if cfg.precision == "fp8":      # fp8 linears (torchao) before FSDP wraps them (fp8.py)
+                from . import fp8
+
+                fp8.apply(m, cfg.fp8_recipe)
             parallelize(m, d, L, cfg.precision, cfg.compile, cfg.compile_backend)
             m.to_empty(device=d.device)
             m.init_weights(cfg.seed)
