@@ -19,6 +19,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 _registered = False
+INTERRUPTED = "error: interrupted (Ctrl-C); nothing was written"
 
 
 def _register() -> None:
@@ -38,12 +39,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, mapping bad input to one line and exit code 2."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         raise SystemExit(130)
     except SystemExit:
         raise
@@ -57,6 +58,12 @@ def main(argv: list[str] | None = None) -> None:
         if msg:
             print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2)
+    # without standalone mode typer returns the exit code of an Exit it caught instead of exiting: Ctrl-C
+    # (KeyboardInterrupt) arrives here as 130, `--help` as 0
+    if isinstance(code, int) and code:
+        if code == 130:
+            print(INTERRUPTED, file=sys.stderr)
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
