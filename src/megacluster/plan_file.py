@@ -28,7 +28,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import catalog
 from .cluster import make_cluster
-from .errors import UserError
+from .errors import UserError, short
 from .layout_check import layout_problems
 from .specs import ClusterSpec, Layout, ModelSpec, StackSpec
 
@@ -80,7 +80,7 @@ def save_plan(path: str | Path, model_name: str, cluster: ClusterSpec, layout: L
 
 def _model(name: Any, where: Path) -> ModelSpec:
     if not isinstance(name, str) or not name.strip():
-        raise UserError(f"{where}: model: expected a catalog id or a path, got {name!r}")
+        raise UserError(f"{where}: model: expected a catalog id or a path, got {short(name)}")
     if name.endswith((".json", ".yaml", ".yml")) or "/" in name:
         p = Path(name).expanduser()
         if not p.is_absolute() and not p.exists() and (where.parent / p).exists():
@@ -94,27 +94,27 @@ def _model(name: Any, where: Path) -> ModelSpec:
 def load_plan(path: str | Path) -> Plan:
     """Read and check a plan file; anything malformed or inconsistent is a one-line UserError."""
     p = Path(path)
-    data = catalog.read_yaml_or_json(p)
+    data = catalog.read_yaml_or_json(p, "plan")
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping with keys {', '.join(REQUIRED)} (a file from `megacluster plan "
                         f"--out`)")
     unknown = [k for k in data if k not in REQUIRED + OPTIONAL]
     if unknown:
-        raise UserError(f"{p}: unknown key {unknown[0]!r} (plan keys: {', '.join(REQUIRED + OPTIONAL)})")
+        raise UserError(f"{p}: unknown key {short(unknown[0])} (plan keys: {', '.join(REQUIRED + OPTIONAL)})")
     missing = [k for k in REQUIRED if data.get(k) is None]
     if missing:
-        raise UserError(f"{p}: missing {missing[0]!r} (plan keys: {', '.join(REQUIRED)} are required)")
+        raise UserError(f"{p}: missing {short(missing[0])} (plan keys: {', '.join(REQUIRED)} are required)")
     model = _model(data["model"], p)
     for k in ("gpus", "nics_per_node", "gpus_per_node", "nvlink_domain"):
         v = data.get(k)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            raise UserError(f"{p}: {k}: expected a positive whole number, got {v!r}")
+            raise UserError(f"{p}: {k}: expected a positive whole number, got {short(v)}")
     nic = data.get("nic_gbps")
     if nic is not None and (isinstance(nic, bool) or not isinstance(nic, (int, float)) or nic <= 0):
-        raise UserError(f"{p}: nic_gbps: expected a positive number, got {nic!r}")
+        raise UserError(f"{p}: nic_gbps: expected a positive number, got {short(nic)}")
     for k in ("gpu", "fabric"):
         if data.get(k) is not None and not isinstance(data[k], str):
-            raise UserError(f"{p}: {k}: expected a catalog id, got {data[k]!r}")
+            raise UserError(f"{p}: {k}: expected a catalog id, got {short(data[k])}")
     try:
         cluster = make_cluster(data["gpu"], data["gpus"], fabric=data.get("fabric"), nic_gbps=nic,
                                nics_per_node=data.get("nics_per_node"), gpus_per_node=data.get("gpus_per_node"),
@@ -125,7 +125,7 @@ def load_plan(path: str | Path) -> Plan:
         raise UserError(catalog.validation_message(e, f"{p}: cluster")) from None
     for k in ("layout", "stack"):
         if data.get(k) is not None and not isinstance(data[k], dict):
-            raise UserError(f"{p}: {k}: expected a mapping of fields, got {data[k]!r}")
+            raise UserError(f"{p}: {k}: expected a mapping of fields, got {short(data[k])}")
     try:
         layout = Layout(**data["layout"])
     except ValidationError as e:

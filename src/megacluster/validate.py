@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Optional
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from . import catalog
 from .cluster import make_cluster
-from .errors import UserError
+from .errors import UserError, short
 from .estimate import RECOMPUTE, estimate, estimate_arrays, stack_constants
 from .specs import Layout, MLASpec, MoESpec, ModelSpec, StackSpec
 
@@ -129,10 +130,10 @@ def _stack_and_fabric(s: dict) -> tuple[str, Optional[str], list[str]]:
         framework = catalog.stack_constants(fw)["id"]
     else:
         framework = DEFAULT_FSDP_STACK if int(s.get("zero") or 0) == 3 else DEFAULT_STACK
-        notes.append(f"framework {fw!r} is not in the catalog: {framework}'s constants used")
+        notes.append(f"framework {short(fw)} is not in the catalog: {framework}'s constants used")
     fabric = s.get("fabric")
     if fabric and not catalog.has("fabrics", str(fabric)):
-        notes.append(f"fabric {fabric!r} is not in the catalog: the GPU generation's usual fabric used")
+        notes.append(f"fabric {short(fabric)} is not in the catalog: the GPU generation's usual fabric used")
         fabric = None
     return framework, fabric, notes
 
@@ -151,7 +152,7 @@ def _precision(s: dict) -> tuple[str, Optional[str]]:
     """(precision, fp8 recipe) of a spec's precision name: bf16, fp16, fp8 or a named fp8 variant."""
     name = str(s.get("precision") or "bf16").strip().lower()
     if name not in PRECISIONS:
-        raise UserError(f"precision {s.get('precision')!r} is not modelled (one of {', '.join(PRECISIONS)})")
+        raise UserError(f"precision {short(s.get('precision'))} is not modelled (one of {', '.join(PRECISIONS)})")
     return PRECISIONS[name]
 
 
@@ -238,12 +239,14 @@ RUN_SETS = {"published": "runs", "more": "runs_more"}
 def load_runs(path: str | Path | None = None) -> list[dict]:
     """Runs from a runs file, or from one of the catalog's sets named in ``RUN_SETS`` (default: the
     published runs)."""
-    if path is None or (str(path) in RUN_SETS and not Path(path).exists()):
-        data = catalog.load(RUN_SETS[str(path or "published")])
-    elif not Path(path).is_file():
-        raise UserError(f"file not found: {path} (or name a set kept in the catalog: {', '.join(RUN_SETS)})")
+    name = str(path or "published")
+    if path is None or (name.strip().lower() in RUN_SETS and not Path(path).exists()):
+        data = catalog.load(RUN_SETS[name.strip().lower()])
     else:
-        data = catalog.read_yaml_or_json(path)
+        close = difflib.get_close_matches(name.strip().lower(), RUN_SETS, n=1, cutoff=0.5)
+        hint = ((f"; did you mean the set {short(close[0])}?" if close else "") +
+                f" (or name a set kept in the catalog: {', '.join(RUN_SETS)})")
+        data = catalog.read_yaml_or_json(path, "runs file", hint=hint)
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise UserError(f"{path}: expected a mapping with a 'runs' list (the format of runs.yaml)")
     return data["runs"]
@@ -306,7 +309,7 @@ def _filled_spec(s: dict, md: dict, rid: str) -> dict:
         raise UserError(f"run {rid}: spec.seq_len (or model.seq_len) is required")
     rc = str(s.get("recompute") or "selective").strip().lower()
     if rc not in RECOMPUTE_NAMES:
-        raise UserError(f"run {rid}: recompute {s.get('recompute')!r} is not one of none, selective, full")
+        raise UserError(f"run {rid}: recompute {short(s.get('recompute'))} is not one of none, selective, full")
     s["recompute"] = RECOMPUTE_NAMES[rc]
     return s
 

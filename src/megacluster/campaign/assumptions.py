@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Union
 from pydantic import BaseModel
 
 from .. import catalog
-from ..errors import UserError
+from ..errors import UserError, short
 from ..specs import GPUSpec
 
 
@@ -101,12 +101,12 @@ def apply_overrides(a: dict[str, Assumption], overrides: Mapping[str, float], so
     """Replace assumptions by name (in place), checking names and ranges."""
     for k, v in overrides.items():
         if k not in BOUNDS:
-            raise UserError(f"unknown assumption {k!r}; known: {', '.join(sorted(BOUNDS))}")
+            raise UserError(f"unknown assumption {short(k)}; known: {', '.join(sorted(BOUNDS))}")
         unit, lo, hi = BOUNDS[k]
         try:
             v = float(v)
         except (TypeError, ValueError):
-            raise UserError(f"assumption {k} must be a number, got {v!r}") from None
+            raise UserError(f"assumption {k} must be a number, got {short(v)}") from None
         if v < lo or (hi is not None and v > hi):
             rng = f">= {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
             raise UserError(f"assumption {k} = {v:g} is out of range (must be {rng})")

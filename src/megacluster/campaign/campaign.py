@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Union
 from pydantic import BaseModel, Field
 
 from .. import catalog
-from ..errors import UserError
+from ..errors import UserError, short
 from ..specs import ClusterSpec, GPUSpec, Layout, ModelSpec, StackSpec
 from . import carbon, cost, energy, facility
 from .assumptions import Assumption, apply_overrides, defaults, value
@@ -119,7 +119,7 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
     if tokens <= 0:
         raise UserError(f"tokens must be positive, got {tokens:g}")
     if cost_basis not in ("owned", "cloud"):
-        raise UserError(f"cost basis must be 'owned' or 'cloud', got {cost_basis!r}")
+        raise UserError(f"cost basis must be 'owned' or 'cloud', got {short(cost_basis)}")
     site_id, site_figs = load_site(site)
     a = defaults(gpu, site_figs, site_id)
     if extra_assumptions:

@@ -9,7 +9,7 @@ from typing import Any, List, Optional, Tuple
 import typer
 from rich.console import Console
 
-from ..errors import UserError
+from ..errors import UserError, short
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
 
@@ -18,10 +18,10 @@ def parse_count(text: str, what: str = "tokens") -> float:
     """'15.6T', '300B', '1.5e13' -> float."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtTpP]?)\s*", text or "")
     if not m:
-        raise UserError(f"--{what}: cannot read {text!r}; write e.g. 15.6T, 300B or 1.5e13")
+        raise UserError(f"--{what}: cannot read {short(text)}; write e.g. 15.6T, 300B or 1.5e13")
     v = float(m.group(1)) * (_SUFFIX[m.group(2).lower()] if m.group(2) else 1.0)
     if v <= 0:
-        raise UserError(f"--{what} must be positive, got {text!r}")
+        raise UserError(f"--{what} must be positive, got {short(text)}")
     return v
 
 
@@ -29,12 +29,12 @@ def _sets(items: List[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for it in items:
         if "=" not in it:
-            raise UserError(f"--set expects NAME=VALUE, got {it!r}")
+            raise UserError(f"--set expects NAME=VALUE, got {short(it)}")
         k, v = it.split("=", 1)
         try:
             out[k.strip().replace("-", "_")] = float(v)
         except ValueError:
-            raise UserError(f"--set {k}: {v!r} is not a number") from None
+            raise UserError(f"--set {k}: {short(v)} is not a number") from None
     return out
 
 

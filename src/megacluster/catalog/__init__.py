@@ -7,7 +7,6 @@ Lookups by short kebab-case id; an unknown id raises :class:`megacluster.errors.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +23,15 @@ DATA = Path(__file__).parent / "data"
 def load(name: str) -> Any:
     """Parsed content of ``catalog/data/<name>.yaml``."""
     with open(DATA / f"{name}.yaml", encoding="utf-8") as f:
-        return yaml.safe_load(f)
+        return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-def read_yaml_or_json(path: str | Path) -> Any:
-    """Read a user's YAML or JSON file; malformed input becomes a one-line UserError."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"file not found: {p}")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+def read_yaml_or_json(path: str | Path, what: str = "file", hint: str = "") -> Any:
+    """Read a user's YAML or JSON file through :mod:`megacluster.userfile` (bounded size, depth and alias
+    expansion; UTF-8); anything wrong with it becomes a one-line UserError."""
+    from ..userfile import read_yaml_or_json as read
+
+    return read(path, what, hint)
 
 
 def validation_message(e: ValidationError, what: str) -> str:

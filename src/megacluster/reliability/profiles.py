@@ -159,7 +159,7 @@ def load_profile(profile: "str | Path | Profile | dict" = "llama3-h100") -> Prof
         return _validate(profile, "reliability profile")
     name = str(profile)
     if isinstance(profile, Path) or name.endswith((".yaml", ".yml", ".json")) or "/" in name:
-        return _validate(catalog.read_yaml_or_json(name), str(name))
+        return _validate(catalog.read_yaml_or_json(name, "reliability profile"), str(name))
     entries: dict[str, dict] = {}
     for e in catalog.load("reliability")["profiles"]:
         entries[e["id"]] = e

@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 from pydantic import BaseModel
 
-from ..errors import UserError
+from ..errors import UserError, short
 from ..specs import ModelSpec
 from .checkpoint import CheckpointCost, checkpoint_cost
 from .failures import JobRates, job_rates, spare_shortage_probability, spares_needed
@@ -274,7 +274,7 @@ def _check_overrides(overrides: dict) -> None:
         raise UserError(f"burst_mean_minutes must be positive, got {bm}")
     dist = overrides.get("distribution")
     if dist is not None and dist not in ("exponential", "weibull", "bursty"):
-        raise UserError(f"unknown failure distribution {dist!r}; use exponential, weibull or bursty")
+        raise UserError(f"unknown failure distribution {short(dist)}; use exponential, weibull or bursty")
 
 
 def _resolve_model(model) -> "ModelSpec | None":

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from .. import catalog
 from ..cluster import make_cluster
-from ..errors import UserError
+from ..errors import UserError, short
 from ..specs import ClusterSpec, Layout, ModelSpec, StackSpec
 
 RECOMPUTE_CHOICES = ("none", "selective", "full")
@@ -31,8 +31,8 @@ def choice(flag: str, value: Optional[str], choices: tuple[str, ...]) -> Optiona
     if value is None or value in choices:
         return value
     close = difflib.get_close_matches(str(value).lower(), choices, n=1, cutoff=0.3)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"unknown {flag} {value!r}{hint} (choose {', '.join(choices)})")
+    hint = f"; did you mean {short(close[0])}?" if close else ""
+    raise UserError(f"unknown {flag} {short(value)}{hint} (choose {', '.join(choices)})")
 
 
 def positive(flag: str, value: Any) -> None:

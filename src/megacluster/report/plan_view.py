@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import UserError
+from ..errors import UserError, short
 from .inputs import PRECISION_CHOICES, RECOMPUTE_CHOICES, choice, positive, resolve_cluster, resolve_model, \
     resolve_stack
 from .tables import estimate_tables, fmt_seconds, layout_label
@@ -70,7 +70,7 @@ def parse_sizes(text: str) -> list[int]:
         try:
             n = int(part.replace("_", "")) * mult
         except ValueError:
-            raise UserError(f"--sweep-gpus: {part!r} is not a number of GPUs (write e.g. 1024,4096,16384)") from None
+            raise UserError(f"--sweep-gpus: {short(part)} is not a number of GPUs (write e.g. 1024,4096,16384)") from None
         if n <= 0:
             raise UserError(f"--sweep-gpus: GPU counts must be positive, got {n}")
         sizes.append(n)
