@@ -102,3 +102,78 @@ def test_validate_runs_names_the_nearest_set(capsys):
     assert code == 2 and "did you mean the set 'more'" in _one_error_line(err)
     code, out, err = run_cli(capsys, "validate", "--runs", "MORE", "--json")
     assert code == 0 and json.loads(out)["runs"]
+
+
+# ------------------------------------------------------------------------------------------ hangs, huge and non-finite
+RELIABILITY = ["reliability", "--gpus", "16384", "--days", "54", "--trials", "20"]
+CAMPAIGN = ["campaign", "--model", "llama3.1-8b", "--tokens", "1T", "--gpu", "h100-sxm", "--gpus", "64",
+            "--no-failures"]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (RELIABILITY + ["--checkpoint-interval", "inf"], "finite"),
+    (RELIABILITY + ["--weibull-shape", "nan", "--distribution", "weibull"], "finite"),
+    (RELIABILITY + ["--weibull-shape", "1e-9", "--distribution", "weibull"], "between 0.1 and 10"),
+    (RELIABILITY + ["--days", "1e9"], "at most 36,500"),
+    (RELIABILITY + ["--gpus", "1000000000"], "at most 10,000,000"),
+    (RELIABILITY + ["--gpus", "99999999999999999999"], "at most 10,000,000"),
+    (RELIABILITY + ["--checkpoint-interval", "1e-9"], "between one second"),
+    (RELIABILITY + ["--rate-scale", "inf"], "finite"),
+    (["reliability", "--gpus", "10000000", "--days", "1000"], "interruptions per run"),
+    (CAMPAIGN[:3] + ["--tokens", "1e20"] + CAMPAIGN[5:], "at most 1e+16"),
+    (CAMPAIGN[:3] + ["--tokens", "1e-30"] + CAMPAIGN[5:], "less than one training step"),
+    (CAMPAIGN[:3] + ["--tokens", "1e999"] + CAMPAIGN[5:], "finite"),
+    (CAMPAIGN[:7] + ["--gpus", "0"] + CAMPAIGN[9:], "--gpus must be positive"),
+    (CAMPAIGN + ["--mfu", "nan"], "--mfu must be a finite number"),
+    (CAMPAIGN + ["--pue", "nan"], "finite"),
+    (CAMPAIGN + ["--goodput", "nan"], "finite"),
+    (CAMPAIGN + ["--set", "pue=inf"], "assumption pue must be a finite number"),
+    (CAMPAIGN + ["--mfu", "1e-9"], "mfu"),
+    (["estimate", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "8", "--nic-gbps", "1e-320"],
+     "at least 1"),
+    (["estimate", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "99999999999999999999"],
+     "at most 10,000,000"),
+    (["estimate", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "8", "--global-batch",
+      "99999999999999999999"], "at most 1,000,000,000"),
+    (["plan", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "99999999999999999999"], "at most"),
+    (["plan", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--sweep-gpus", "8,99999999999999999999"], "at most"),
+    (["plan", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "8", "--headroom", "nan"], "finite"),
+])
+def test_ranges_are_checked_before_anything_runs(capsys, argv, fragment):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, (code, err[-300:])
+    assert fragment in _one_error_line(err)
+
+
+def test_a_huge_vocabulary_in_a_config_is_refused(tmp_path, capsys):
+    cfg = json.loads(open("tests/data/hf/Llama-3.1-8B/config.json").read())
+    cfg["vocab_size"] = int("9" * 400)
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps(cfg))
+    code, out, err = run_cli(capsys, "estimate", "--model", str(f), "--gpu", "h100-sxm", "--gpus", "8")
+    assert code == 2 and "at most 100,000,000" in _one_error_line(err)
+
+
+def test_poisson_tail_of_a_huge_cluster_is_finite():
+    from megacluster.reliability.failures import spare_shortage_probability, spares_needed
+
+    assert spares_needed(1000.0, 48.0) > 48_000           # exp(-48,000) underflowed: this never returned
+    assert 0.0 <= spare_shortage_probability(1000.0, 48.0, 50_000) < 1e-9
+
+
+def test_reliability_cost_is_bounded_with_a_note(monkeypatch):
+    from megacluster.reliability import simulate
+
+    monkeypatch.setattr(simulate, "MAX_ATTEMPTS", 200_000)
+    r = simulate.simulate_reliability(16384, 300, trials=1000)
+    assert 1 <= r.trials < 1000 and "trials instead of 1,000" in r.notes[0]
+    assert r.trials * r.interruptions_mean <= 200_000
+
+
+def test_json_output_is_strict():
+    from megacluster.errors import UserError
+    from megacluster.jsonout import dumps
+
+    assert json.loads(dumps({"a": 1.5}))["a"] == 1.5
+    with pytest.raises(UserError, match=r"not finite \(runs\[0\]\.error\)"):
+        dumps({"runs": [{"error": float("nan")}]})

@@ -7,6 +7,7 @@ Each subcommand's function lives beside the code it drives (``runtime/cli.py``, 
 
 from __future__ import annotations
 
+import math
 import sys
 
 import typer
@@ -35,10 +36,29 @@ def _register() -> None:
         module.register(app)
 
 
+def refuse_non_finite(argv: list[str]) -> None:
+    """Refuse an option value that reads as a number but is not finite (``nan``, ``inf``, ``1e999``): no
+    quantity megacluster takes can be one, and NaN passes every ``<=`` check unnoticed."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            flag, value = arg.split("=", 1)
+        elif i and argv[i - 1].startswith("-") and not arg.startswith("--"):
+            flag, value = argv[i - 1], arg
+        else:
+            continue
+        try:
+            x = float(value)
+        except ValueError:
+            continue
+        if not math.isfinite(x):
+            raise UserError(f"{flag} must be a finite number, got {value[:40]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, mapping bad input to one line and exit code 2."""
     _register()
     try:
+        refuse_non_finite(list(sys.argv[1:] if argv is None else argv))
         code = app(args=argv, standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, List, Optional, Tuple
 
@@ -10,6 +9,8 @@ import typer
 from rich.console import Console
 
 from ..errors import UserError, short
+from ..jsonout import print_json
+from ..limits import check_number
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
 
@@ -22,6 +23,7 @@ def parse_count(text: str, what: str = "tokens") -> float:
     v = float(m.group(1)) * (_SUFFIX[m.group(2).lower()] if m.group(2) else 1.0)
     if v <= 0:
         raise UserError(f"--{what} must be positive, got {short(text)}")
+    check_number(f"--{what}", v, what)
     return v
 
 
@@ -99,7 +101,7 @@ def campaign(
             raise UserError("--compare takes two scenario names and no --scenario/--model/--plan")
         a, b = (run_scenario(n, site=site, **common) for n in compare)
         if as_json:
-            print(json.dumps({compare[0]: report.as_json(a), compare[1]: report.as_json(b)}))
+            print_json({compare[0]: report.as_json(a), compare[1]: report.as_json(b)})
         else:
             report.print_compare(a, b, console, compare[0], compare[1])
         return
@@ -108,7 +110,7 @@ def campaign(
             raise UserError("--scenario fixes the model, tokens and cluster; drop --model/--tokens/--gpu/--gpus/--plan")
         r = run_scenario(scenario, site=site, **common)
         if as_json:
-            print(json.dumps(report.as_json(r)))
+            print_json(report.as_json(r))
         else:
             report.print_campaign(r, console, title(scenario))
         return
@@ -124,9 +126,9 @@ def campaign(
     if model is not None and not isinstance(model, str) and hasattr(model, "name") and not hasattr(model, "n_layers"):
         model = model.name
     cluster = p.get("cluster")
-    if cluster is None or gpu or gpus:
-        g = gpu or p.get("gpu")
-        n = gpus or p.get("gpus")
+    if cluster is None or gpu is not None or gpus is not None:
+        g = gpu if gpu is not None else p.get("gpu")
+        n = gpus if gpus is not None else p.get("gpus")
         missing = [f for f, v in (("--model", model), ("--gpu", g), ("--gpus", n)) if v is None]
         if missing:
             raise UserError(f"missing {', '.join(missing)} (or give --scenario NAME)")
@@ -142,7 +144,7 @@ def campaign(
                      **{k: v for k, v in common.items() if k != "trials"},
                      reliability_trials=trials, **({"plan_source": "plan file"} if plan else {}))
     if as_json:
-        print(json.dumps(report.as_json(r)))
+        print_json(report.as_json(r))
     else:
         report.print_campaign(r, console)
 

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError, short, unknown_name
 from ..specs import FabricSpec, GPUSpec, ModelSpec
 
 DATA = Path(__file__).parent / "data"
@@ -35,10 +35,18 @@ def read_yaml_or_json(path: str | Path, what: str = "file", hint: str = "") -> A
 
 
 def validation_message(e: ValidationError, what: str) -> str:
-    """One line out of a pydantic ValidationError."""
+    """One line out of a pydantic ValidationError: where, what is wrong, and (briefly) the value given; a
+    count past its bound says the bound and why (:mod:`megacluster.limits`)."""
+    from ..limits import why
+
     err = e.errors()[0]
     msg = str(err["msg"]).removeprefix("Value error, ")
     loc = ".".join(str(x) for x in err["loc"])
+    given = err.get("input")
+    if err.get("type") == "less_than_equal" and err["loc"] and why(str(err["loc"][-1])):
+        msg = f"{short(given)} is more than megacluster accepts: {why(str(err['loc'][-1]))}"
+    elif err["loc"] and not isinstance(given, (dict, list)) and err.get("type") != "missing":
+        msg = f"{msg}, got {short(given)}"
     return f"{what}: {loc}: {msg}" if loc else f"{what}: {msg}"
 
 

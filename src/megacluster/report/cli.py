@@ -3,7 +3,6 @@ the figures come from :mod:`megacluster.estimate`, :mod:`megacluster.validate` a
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -39,7 +38,9 @@ def _console() -> Console:
 
 
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, default=float))
+    from ..jsonout import print_json
+
+    print_json(obj)
 
 
 def _pick(flag: Any, planned: Any) -> Any:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from .. import catalog
 from ..cluster import make_cluster
 from ..errors import UserError, short
+from ..limits import check_number
 from ..specs import ClusterSpec, Layout, ModelSpec, StackSpec
 
 RECOMPUTE_CHOICES = ("none", "selective", "full")
@@ -36,8 +37,8 @@ def choice(flag: str, value: Optional[str], choices: tuple[str, ...]) -> Optiona
 
 
 def positive(flag: str, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise UserError(f"{flag} must be positive, got {value}")
+    """Refuse a value that is not a positive, finite number within its bound (:mod:`megacluster.limits`)."""
+    check_number(flag, value, integer=isinstance(value, int))
 
 
 @dataclass

@@ -4,7 +4,6 @@ the best plan."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import UserError, short
+from ..jsonout import print_json
 from .inputs import PRECISION_CHOICES, RECOMPUTE_CHOICES, choice, positive, resolve_cluster, resolve_model, \
     resolve_stack
 from .tables import estimate_tables, fmt_seconds, layout_label
@@ -70,7 +70,8 @@ def parse_sizes(text: str) -> list[int]:
         try:
             n = int(part.replace("_", "")) * mult
         except ValueError:
-            raise UserError(f"--sweep-gpus: {short(part)} is not a number of GPUs (write e.g. 1024,4096,16384)") from None
+            raise UserError(f"--sweep-gpus: {short(part)} is not a number of GPUs (write e.g. 1024,4096,16384)"
+                            ) from None
         if n <= 0:
             raise UserError(f"--sweep-gpus: GPU counts must be positive, got {n}")
         sizes.append(n)
@@ -164,7 +165,7 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
             if status:
                 status.stop()
         if json_out:
-            print(json.dumps(res.as_json(), default=float))
+            print_json(res.as_json())
             return
         con = _console()
         con.print(sweep_table(res))
@@ -187,7 +188,7 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         d = res.as_json()
         if saved is not None:
             d["saved"] = str(saved)
-        print(json.dumps(d, default=float))
+        print_json(d)
         return
     con = _console()
     con.print(ranking_table(res))

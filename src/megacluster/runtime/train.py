@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 
 import torch
@@ -16,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..jsonout import print_json
 from . import metrics as M
 from .checkpoint import Checkpointer
 from .config import TrainConfig
@@ -292,9 +292,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     result = {"measured": summary, "prediction": est.model_dump(mode="json") if est is not None else None,
               "prediction_note": note, "config": cfg.describe()}
     if cfg.json and d.is_main:
-        import json
-
-        sys.stdout.write(json.dumps(result) + "\n")
+        print_json(result)
     return result
 
 
