@@ -177,3 +177,44 @@ def test_json_output_is_strict():
     assert json.loads(dumps({"a": 1.5}))["a"] == 1.5
     with pytest.raises(UserError, match=r"not finite \(runs\[0\]\.error\)"):
         dumps({"runs": [{"error": float("nan")}]})
+
+
+# ------------------------------------------------------------------------------------------ validate: one bad run
+def _published_run(rid: str, model: dict | None = None, **spec):
+    import copy
+
+    from megacluster import catalog
+
+    base = copy.deepcopy(next(r for r in catalog.load("runs")["runs"] if r["id"] == "nemo2407-llama3-70b-64gpu-fp8"))
+    base["id"] = rid
+    base["spec"].update(spec)
+    base["model"].update(model or {})
+    return base
+
+
+@pytest.mark.parametrize("model, spec, fragment", [
+    ({"name": 123}, {}, "model.name must be text, got 123"),
+    ({}, {"stack": "megatron"}, "spec.stack must be a mapping of fields, got 'megatron'"),
+    ({"moe": [1, 2]}, {}, "model.moe must be a mapping"),
+    ({}, {"gpu": ["h100"]}, "spec.gpu must be text"),
+    ({}, {"n_gpus": True}, "spec.n_gpus must be a whole number, got True"),
+    ({}, {"tp": "eight"}, "spec.tp must be a whole number"),
+    ({}, {"global_batch": 1.5}, "spec.global_batch must be a whole number"),
+    ({"n_layers": int("9" * 400)}, {}, "larger than any count"),
+    ({}, {"zero": 7}, "zero"),
+    ({}, {"dp": 3, "tp": 4, "pp": 1, "cp": 1, "n_gpus": 8}, "degrees tp*pp*dp*cp = 4*1*3*1 = 12"),
+    ({}, {"tp": 8, "pp": 1, "cp": 1, "dp": 1, "n_gpus": 2}, "cluster's 2 GPUs"),
+    ({"n_layers": 2}, {"tp": 1, "pp": 64, "cp": 1, "dp": 1, "vp": 1, "n_gpus": 64}, "pp=64 is more than the model's 2"),
+    ({}, {"cp": 2, "seq_len": 4097}, "not divisible by cp=2"),
+])
+def test_a_malformed_or_impossible_run_is_not_predicted_and_the_rest_are(tmp_path, capsys, model, spec, fragment):
+    import yaml
+
+    runs = [_published_run("good"), _published_run("bad", model, **spec)]
+    f = tmp_path / "runs.yaml"
+    f.write_text(yaml.safe_dump({"runs": runs}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(f), "--json")
+    assert code == 0, err
+    data = json.loads(out)
+    assert [r["id"] for r in data["runs"]] == ["good"]
+    assert data["skipped"][0]["id"] == "bad" and fragment in data["skipped"][0]["reason"], data["skipped"]

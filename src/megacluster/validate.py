@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 from . import catalog
 from .cluster import make_cluster
 from .errors import UserError, short
+from .layout_check import layout_problems
 from .estimate import RECOMPUTE, estimate, estimate_arrays, stack_constants
 from .specs import Layout, MLASpec, MoESpec, ModelSpec, StackSpec
 
@@ -192,6 +194,7 @@ def predict_run(run: dict) -> RunResult:
     model, cluster, stack, notes = _spec_parts_and_notes(run)
     split = stack_constants(stack, cluster.gpu.generation).get("pp_microbatches", "free")
     mbs = np.array(_micro_batch_candidates(run, split))
+    _check_layout(model, cluster, s, int(mbs[0]))
     base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                 vp=s.get("vp") or 1, global_batch=s["global_batch"], seq_len=s["seq_len"],
                 sequence_parallel=bool(s.get("sequence_parallel")), recompute=RECOMPUTE[s["recompute"]],
@@ -221,6 +224,22 @@ def predict_run(run: dict) -> RunResult:
                      memory_reference_gib=mem_ref,
                      memory_error=None if mem_ref is None else est.memory_gib_per_gpu / mem_ref - 1.0,
                      note="; ".join(notes) or None)
+
+
+def _check_layout(model: ModelSpec, cluster, s: dict, micro_batch: int) -> None:
+    """A UserError with the first rule the run's layout breaks (:func:`megacluster.layout_check.layout_problems`:
+    degrees that do not multiply to the GPU count, TP that does not divide the heads, more pipeline stages than
+    layers, CP that does not divide the sequence, ...); such a run could not have run as written."""
+    try:
+        layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
+                        vp=s.get("vp") or 1, micro_batch=micro_batch, global_batch=s["global_batch"],
+                        seq_len=s["seq_len"], recompute=s["recompute"], zero=s.get("zero") or 0,
+                        precision=_precision(s)[0])
+    except ValidationError as e:
+        raise UserError(catalog.validation_message(e, "layout")) from None
+    probs = layout_problems(model, cluster, layout)
+    if probs:
+        raise UserError(f"layout {layout.label()} cannot run: {probs[0]}")
 
 
 def published_peak_memory_gib(run: dict) -> Optional[float]:
@@ -261,14 +280,17 @@ def validate_runs(runs: list[dict]) -> dict[str, Any]:
     results: list[RunResult] = []
     skipped: list[SkippedRun] = []
     for i, r in enumerate(runs):
-        rid = str(r.get("id", f"#{i + 1}")) if isinstance(r, dict) else f"#{i + 1}"
+        rid = str(r.get("id", f"#{i + 1}"))[:80] if isinstance(r, dict) else f"#{i + 1}"
         try:
             results.append(predict_run(_checked(r, rid)))
         except UserError as e:
             skipped.append(SkippedRun(id=rid, reason=str(e)))
-        except (KeyError, TypeError, ValueError, ValidationError) as e:
+        except ValidationError as e:
+            skipped.append(SkippedRun(id=rid, reason=catalog.validation_message(e, "malformed run")))
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, IndexError) as e:
+            # a shape the checks above let through; the run is left out, never the whole command
             first = str(e).splitlines()[0] if str(e) else ""
-            skipped.append(SkippedRun(id=rid, reason=f"malformed spec ({e.__class__.__name__}: {first})"))
+            skipped.append(SkippedRun(id=rid, reason=f"malformed run ({e.__class__.__name__}: {short(first, 100)})"))
     if not results:
         one = skipped[0]
         raise UserError(one.reason if len(runs) == 1 else f"no run could be predicted; run {one.id}: {one.reason}")
@@ -282,9 +304,64 @@ def _checked(run: Any, rid: str) -> dict:
         raise UserError(f"run {rid} needs 'model' and 'spec' mappings (the format of runs.yaml)")
     ref = run.get("reference")
     ref = ref.get("tokens_per_s_per_gpu") if isinstance(ref, dict) else None
-    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or ref <= 0:
+    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not math.isfinite(ref) or ref <= 0:
         raise UserError(f"run {rid} needs a positive reference.tokens_per_s_per_gpu")
+    _check_types(run, rid)
     return {**run, "spec": _filled_spec(run["spec"], run["model"], rid)}
+
+
+# the type of every field validation reads: "int" (a whole number; true/false refused), "num", "str", "bool",
+# "map"; fields not listed are not read. A value of the wrong type makes the run "not predicted", with why.
+RUN_FIELDS = {
+    "model": {"name": "str", "n_layers": "int", "d_model": "int", "n_heads": "int", "n_kv_heads": "int",
+              "ffn_hidden": "int", "vocab": "int", "seq_len": "int", "mlp": "str", "moe": "map", "mla": "map"},
+    "spec": {"gpu": "str", "n_gpus": "int", "tp": "int", "pp": "int", "dp": "int", "cp": "int", "ep": "int",
+             "vp": "int", "micro_batch": "int", "global_batch": "int", "seq_len": "int", "zero": "int",
+             "gpus_per_node": "int", "nics_per_node": "int", "nic_gbps": "num", "fabric": "str",
+             "precision": "str", "stack": "map", "sequence_parallel": "bool"},
+    "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str"},
+    "measured": {"other": "map"},
+}
+MAX_RUN_INT = 10 ** 12       # no count in a run (GPUs, layers, vocabulary, batch, ...) comes near a trillion
+_KIND_NAMES = {"int": "a whole number", "num": "a number", "str": "text", "bool": "true or false",
+               "map": "a mapping of fields"}
+
+
+def _type_ok(v: Any, kind: str) -> bool:
+    if kind == "int":
+        return not isinstance(v, bool) and (isinstance(v, int) or isinstance(v, float) and v.is_integer())
+    if kind == "num":
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    return isinstance(v, {"str": str, "bool": bool, "map": dict}[kind])
+
+
+def _check_types(run: dict, rid: str) -> None:
+    """A UserError naming the first field of the run that has the wrong type (null means "not given")."""
+    parts = {"model": run["model"], "spec": run["spec"], "stack": run["spec"].get("stack"),
+             "measured": run.get("measured")}
+    for part, fields in RUN_FIELDS.items():
+        d = parts[part]
+        if d is None:
+            continue
+        where = "spec.stack" if part == "stack" else part
+        if not isinstance(d, dict):
+            raise UserError(f"run {rid}: {where} must be {_KIND_NAMES['map']}, got {short(d)}")
+        for k, kind in fields.items():
+            v = d.get(k)
+            if v is None or (kind == "map" and v is False):        # `moe: false` is a dense model
+                continue
+            if not _type_ok(v, kind):
+                raise UserError(f"run {rid}: {where}.{k} must be {_KIND_NAMES[kind]}, got {short(v)}")
+            if kind == "int" and v < 0:
+                raise UserError(f"run {rid}: {where}.{k} must not be negative, got {short(v)}")
+            if kind == "int" and v > MAX_RUN_INT:
+                raise UserError(f"run {rid}: {where}.{k} = {short(v)} is larger than any count in a real run "
+                                f"(at most {MAX_RUN_INT:.0e})")
+    moe = run["model"].get("moe")
+    if isinstance(moe, dict):
+        for k, v in moe.items():
+            if v is not None and not _type_ok(v, "int"):
+                raise UserError(f"run {rid}: model.moe.{k} must be {_KIND_NAMES['int']}, got {short(v)}")
 
 
 RECOMPUTE_NAMES = {"none": "none", "no": "none", "off": "none", "false": "none", "selective": "selective",
