@@ -218,3 +218,56 @@ def test_a_malformed_or_impossible_run_is_not_predicted_and_the_rest_are(tmp_pat
     data = json.loads(out)
     assert [r["id"] for r in data["runs"]] == ["good"]
     assert data["skipped"][0]["id"] == "bad" and fragment in data["skipped"][0]["reason"], data["skipped"]
+
+
+# ------------------------------------------------------------------------------------------ plan --out
+PLAN = ["plan", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "8", "--global-batch", "64", "--top", "1"]
+
+
+def test_plan_out_refuses_to_replace_a_file_that_is_not_a_plan(tmp_path, capsys):
+    f = tmp_path / "important.txt"
+    f.write_text("my notes\n")
+    code, out, err = run_cli(capsys, *PLAN, "--out", str(f))
+    assert code == 2 and "not a megacluster plan" in _one_error_line(err) and "--force" in err
+    assert f.read_text() == "my notes\n"
+    code, out, err = run_cli(capsys, *PLAN, "--out", str(f), "--force")
+    assert code == 0 and f.read_text().startswith("# megacluster plan")
+    code, out, err = run_cli(capsys, *PLAN, "--out", str(f))        # a plan may be replaced by a plan
+    assert code == 0, err
+
+
+def test_plan_out_is_atomic(tmp_path, capsys, monkeypatch):
+    f = tmp_path / "plan.yaml"
+    assert run_cli(capsys, *PLAN, "--out", str(f))[0] == 0
+    before = f.read_text()
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("os.replace", broken)
+    code, out, err = run_cli(capsys, *PLAN[:-1], "2", "--out", str(f))
+    assert code == 2 and "No space left" in _one_error_line(err)
+    assert f.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["plan.yaml"]
+
+
+def test_plan_with_a_model_file_loads_from_any_folder(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy("tests/data/hf/Llama-3.1-8B/config.json", models / "config.json")
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    monkeypatch.chdir(tmp_path)
+    argv = ["plan", "--model", "models/config.json", "--gpu", "h100-sxm", "--gpus", "8", "--global-batch", "64",
+            "--top", "1", "--out", "plans/p.yaml"]
+    assert run_cli(capsys, *argv)[0] == 0
+    assert "model: ../models/config.json" in (plans / "p.yaml").read_text()
+    monkeypatch.chdir(plans)
+    code, out, err = run_cli(capsys, "estimate", "--plan", "p.yaml", "--json")
+    assert code == 0, err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli(capsys, "estimate", "--plan", str(plans / "p.yaml"), "--json")
+    assert code == 0, err

@@ -218,6 +218,7 @@ def plan_cmd(
     async_tp: Optional[bool] = _ASYNC_TP,
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
+    force: bool = typer.Option(False, "--force", help="let --out replace a file that is not a megacluster plan"),
     json_out: bool = _JSON,
 ) -> None:
     """Find the fastest layout that fits for a model on a cluster (or, with --sweep-gpus, on several sizes)."""
@@ -231,7 +232,7 @@ def plan_cmd(
                                   gpus_per_node=gpus_per_node),
              stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe),
              out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
-             tp_across_nodes=tp_across_nodes)
+             tp_across_nodes=tp_across_nodes, force=force)
 
 
 def _bounds(lo: Optional[int], hi: Optional[int]) -> Optional[tuple[int, int]]:

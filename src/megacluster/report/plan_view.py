@@ -130,7 +130,8 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
              tokens_per_step: Optional[int], seq_len: Optional[int], top: int, pins: dict[str, Any],
              headroom: Optional[float], sweep_gpus: Optional[str], cluster_flags: dict[str, Any],
              stack_flags: dict[str, Any], out: Optional[Path], json_out: bool,
-             global_batch_bounds: Optional[tuple[int, int]] = None, tp_across_nodes: bool = False) -> None:
+             global_batch_bounds: Optional[tuple[int, int]] = None, tp_across_nodes: bool = False,
+             force: bool = False) -> None:
     from ..search import search, sweep
 
     spec = resolve_model(model)
@@ -174,6 +175,10 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         return
 
     cluster = resolve_cluster(gpu, gpus, **cluster_flags)
+    if out is not None:
+        from ..plan_file import check_plan_target
+
+        check_plan_target(out, force)                  # a file that is not a plan: refuse before searching
     bar = SearchProgress(f"searching layouts of {spec.name} on {cluster.n_gpus:,} x {cluster.gpu.id}")
     try:
         res = search(spec, cluster, top=top, progress=bar, **kw)
@@ -183,7 +188,7 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
     if out is not None:
         from ..plan_file import save_plan
 
-        saved = save_plan(out, str(model), cluster, res.best.layout, stack, estimate=res.best)
+        saved = save_plan(out, str(model), cluster, res.best.layout, stack, estimate=res.best, force=force)
     if json_out:
         d = res.as_json()
         if saved is not None:
