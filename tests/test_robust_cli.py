@@ -271,3 +271,50 @@ def test_plan_with_a_model_file_loads_from_any_folder(tmp_path, capsys, monkeypa
     monkeypatch.chdir(elsewhere)
     code, out, err = run_cli(capsys, "estimate", "--plan", str(plans / "p.yaml"), "--json")
     assert code == 0, err
+
+
+# ------------------------------------------------------------------------------------------ accepted nonsense, names
+def _plan_file(tmp_path, layout: str, stack: str = "") -> str:
+    f = tmp_path / "plan.yaml"
+    f.write_text(f"model: llama3.1-8b\ngpu: h100-sxm\ngpus: 8\nlayout: {{{layout}}}\n" + (
+        f"stack: {{{stack}}}\n" if stack else ""))
+    return str(f)
+
+
+@pytest.mark.parametrize("layout, stack, fragment", [
+    ("tp: true, global_batch: 64, seq_len: 8192", "", "tp: expected a number, got True"),
+    ("tp: 8, dp: 1, global_batch: 64, seq_len: 8192, sequence_parallel: 1", "", "sequence_parallel: expected true"),
+    ("tp: 8, dp: 1, global_batch: 64, seq_len: 8192", "compile: 'yes'", "compile: expected true or false"),
+    ("tp: 8, dp: 1, global_batch: 64, seq_len: 8192", "fp8_recipe: bogus", "unknown fp8 recipe 'bogus'"),
+    ("tp: 8, dp: 1, global_batch: 64, seq_len: 8192, zero: 9", "", "layout: zero:"),
+])
+def test_nonsense_in_a_plan_is_refused(tmp_path, capsys, layout, stack, fragment):
+    code, out, err = run_cli(capsys, "estimate", "--plan", _plan_file(tmp_path, layout, stack))
+    assert code == 2 and fragment in _one_error_line(err)
+
+
+def test_an_unknown_fp8_recipe_is_refused(capsys):
+    code, out, err = run_cli(capsys, "estimate", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "8",
+                             "--fp8-recipe", "bogus")
+    assert code == 2 and "unknown fp8 recipe 'bogus'; use one of tensorwise" in _one_error_line(err)
+
+
+def test_a_run_with_an_impossible_zero_names_the_field_not_the_class():
+    from megacluster.validate import validate_runs
+
+    out = validate_runs([_published_run("good"), _published_run("bad", zero=7)])
+    reason = out["skipped"][0].reason
+    assert "validation error for" not in reason and "zero" in reason
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["catalog", "gpus", "H100-SXM"], "h100-sxm"),
+    (["catalog", "fabrics", "IB"], "infiniband"),
+    (["catalog", "stacks", "NeMo"], "megatron"),
+    (["catalog", "GPUs", "h100"], "h100-sxm"),
+])
+def test_catalog_entries_resolve_like_estimate(capsys, argv, fragment):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0 and fragment in out, err
+    code, out, err = run_cli(capsys, *argv, "--json")
+    assert code == 0 and json.loads(out)["entry"]["id"] == fragment

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .errors import short
 from .limits import MAX, MIN
 
 Precision = Literal["bf16", "fp16", "fp8"]
 Recompute = Literal["none", "selective", "full"]
+# fp8 scaling recipes: per-tensor current scaling, per-row, delayed (amax history), per-block (DeepSeek-V3) and
+# microscaling (MX, Blackwell); the stacks' constants in stacks.yaml are keyed by these names
+FP8_RECIPES = ("tensorwise", "rowwise", "delayed", "blockwise", "mxfp8")
 Mlp = Literal["gelu", "swiglu", "squared-relu", "relu"]
 
 
@@ -30,14 +34,17 @@ class _Spec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool_counts(cls, data):
-        """``tp: true`` is not a degree: refuse true/false where a whole number is expected (pydantic's lax
-        mode would read it as 1)."""
+        """``tp: true`` is not a degree and ``compile: "yes"`` not a switch: refuse true/false where a number is
+        expected and anything but true/false where a switch is (pydantic's lax mode reads them as 1 and True)."""
         if isinstance(data, dict):
             for k, v in data.items():
                 f = cls.model_fields.get(k) if isinstance(k, str) else None
-                if isinstance(v, bool) and f is not None and f.annotation in (int, Optional[int], float,
-                                                                               Optional[float]):
+                if f is None:
+                    continue
+                if isinstance(v, bool) and f.annotation in (int, Optional[int], float, Optional[float]):
                     raise ValueError(f"{k}: expected a number, got {v}")
+                if f.annotation is bool and not isinstance(v, bool):
+                    raise ValueError(f"{k}: expected true or false, got {short(v)}")
         return data
 
 
@@ -287,6 +294,16 @@ class StackSpec(_Spec):
     compile: bool = False
     async_tp: bool = False
     fp8_recipe: Optional[str] = None
+
+    @field_validator("fp8_recipe")
+    @classmethod
+    def _known_recipe(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        name = v.strip().lower()
+        if name not in FP8_RECIPES:
+            raise ValueError(f"unknown fp8 recipe {v[:40]!r}; use one of {', '.join(FP8_RECIPES)}")
+        return name
 
 
 # --------------------------------------------------------------------------------------------- layout

@@ -45,7 +45,7 @@ def validation_message(e: ValidationError, what: str) -> str:
     given = err.get("input")
     if err.get("type") == "less_than_equal" and err["loc"] and why(str(err["loc"][-1])):
         msg = f"{short(given)} is more than megacluster accepts: {why(str(err['loc'][-1]))}"
-    elif err["loc"] and not isinstance(given, (dict, list)) and err.get("type") != "missing":
+    elif err["loc"] and not isinstance(given, (dict, list)) and err.get("type") not in ("missing", "value_error"):
         msg = f"{msg}, got {short(given)}"
     return f"{what}: {loc}: {msg}" if loc else f"{what}: {msg}"
 

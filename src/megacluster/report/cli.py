@@ -25,7 +25,8 @@ _FRAMEWORK = typer.Option(None, "--framework", help="software stack: megatron, t
                           "(`megacluster catalog stacks`)")
 _COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile-fused elementwise kernels")
 _ASYNC_TP = typer.Option(None, "--async-tp/--no-async-tp", help="async (micro-pipelined) tensor parallelism")
-_FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed")
+_FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed, "
+                           "blockwise or mxfp8")
 _JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
 
 
@@ -150,16 +151,14 @@ def catalog_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """List the catalog: accelerators, models, fabrics and software stacks, with key figures and sources."""
-    from .catalog_view import KINDS, TABLES, entries, entry_table
+    from .catalog_view import KINDS, TABLES, entries, entry_table, find_entry
 
+    kind = kind.strip().lower() if kind else kind          # `catalog GPUs H100-SXM` as `catalog gpus h100-sxm`
     if json_out:
         kinds = [kind] if kind else list(KINDS)
         out = {k: entries(k) for k in kinds}
         if entry:
-            out = {"entry": next((e for e in out[kind] if e["id"] == entry or entry in (e.get("aliases") or [])),
-                                 None)}
-            if out["entry"] is None:
-                entry_table(kind, entry)            # raises the unknown-name error
+            out = {"entry": find_entry(kind, entry)}
         _print_json(out)
         return
     con = _console()
