@@ -57,6 +57,8 @@ BAD_FILES = {   # name -> (suffix, content as bytes, fragment of the message)
 @pytest.mark.parametrize("bad", sorted(BAD_FILES))
 def test_hostile_files_are_one_line(tmp_path, capsys, kind, bad):
     suffix, content, fragment = BAD_FILES[bad]
+    if (kind, bad) == ("runs", "yaml nan"):      # a runs file refuses non-finite numbers run by run
+        fragment = "runs"
     f = tmp_path / f"input{suffix}"
     f.write_bytes(content)
     argv = [a.replace("{}", str(f)) for a in FILE_COMMANDS[kind]]
@@ -297,6 +299,18 @@ def test_an_unknown_fp8_recipe_is_refused(capsys):
     code, out, err = run_cli(capsys, "estimate", "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "8",
                              "--fp8-recipe", "bogus")
     assert code == 2 and "unknown fp8 recipe 'bogus'; use one of tensorwise" in _one_error_line(err)
+
+
+def test_a_run_with_a_nan_reference_is_not_predicted_and_the_json_stays_strict(tmp_path, capsys):
+    import yaml
+
+    bad = _published_run("bad")
+    bad["reference"]["tokens_per_s_per_gpu"] = float("nan")
+    f = tmp_path / "runs.yaml"
+    f.write_text(yaml.safe_dump({"runs": [_published_run("good"), bad]}))
+    code, out, err = run_cli(capsys, "validate", "--runs", str(f), "--json")
+    data = json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in --json output"))
+    assert code == 0 and data["skipped"][0]["id"] == "bad" and "reference" in data["skipped"][0]["reason"]
 
 
 def test_a_run_with_an_impossible_zero_names_the_field_not_the_class():

@@ -120,8 +120,9 @@ def _check_yaml_events(text: str, where: str) -> None:
                             "megacluster refuses such files (a YAML alias bomb?)")
 
 
-def parse_yaml(text: str, where: str) -> Any:
-    """Parse YAML text (bounded as the module says); malformed YAML is a one-line UserError."""
+def parse_yaml(text: str, where: str, finite: bool = True) -> Any:
+    """Parse YAML text (bounded as the module says); malformed YAML is a one-line UserError. ``finite=False``
+    lets non-finite numbers through for a caller that checks each entry itself (a runs file)."""
     try:
         _check_yaml_events(text, where)
         loader = _LOADER(text)
@@ -137,7 +138,7 @@ def parse_yaml(text: str, where: str) -> Any:
     except (ValueError, OverflowError, RecursionError, MemoryError) as e:
         raise UserError(f"{where}: cannot read a value ({e.__class__.__name__}: "
                         f"{short(str(e).splitlines()[0] if str(e) else '', 80)})") from None
-    check_values(data, where)
+    check_values(data, where, finite)
     return data
 
 
@@ -146,7 +147,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def parse_json(text: str, where: str) -> Any:
+def parse_json(text: str, where: str, finite: bool = True) -> Any:
     """Parse JSON text (no NaN/Infinity; bounded depth and size); malformed JSON is a one-line UserError."""
     try:
         data = json.loads(text, parse_constant=_no_constant)
@@ -157,11 +158,11 @@ def parse_json(text: str, where: str) -> Any:
     except (ValueError, OverflowError, MemoryError) as e:
         raise UserError(f"{where}: cannot read a value ({short(str(e).splitlines()[0] if str(e) else '', 80)})"
                         ) from None
-    check_values(data, where)
+    check_values(data, where, finite)
     return data
 
 
-def check_values(data: Any, where: str) -> None:
+def check_values(data: Any, where: str, finite: bool = True) -> None:
     """Refuse nesting deeper than :data:`MAX_DEPTH`, more than :data:`MAX_VALUES` values (aliases counted
     each time they are used) and numbers that are not finite; iterative, so no input can overflow the stack."""
     todo: list[tuple[Any, str, int]] = [(data, "", 0)]
@@ -173,7 +174,7 @@ def check_values(data: Any, where: str) -> None:
             raise UserError(f"{where}: more than {MAX_VALUES:,} values; megacluster refuses such files")
         if depth > MAX_DEPTH:
             raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep")
-        if isinstance(v, float) and not math.isfinite(v):
+        if finite and isinstance(v, float) and not math.isfinite(v):
             raise UserError(f"{where}: {at.lstrip('.') or 'value'} is {v}, not a finite number")
         if isinstance(v, dict):
             todo.extend((x, f"{at}.{short(k, 30) if not isinstance(k, str) else k[:30]}", depth + 1)
@@ -182,15 +183,16 @@ def check_values(data: Any, where: str) -> None:
             todo.extend((x, f"{at}[{i}]", depth + 1) for i, x in enumerate(v))
 
 
-def read_yaml_or_json(path: str | Path, what: str = "file", hint: str = "") -> Any:
+def read_yaml_or_json(path: str | Path, what: str = "file", hint: str = "", finite: bool = True) -> Any:
     """A user's YAML or JSON file, parsed (JSON where the name ends in ``.json``, else YAML: YAML reads JSON
-    too); every failure (missing, unreadable, too large, not UTF-8, malformed, hostile) is one UserError line."""
+    too); every failure (missing, unreadable, too large, not UTF-8, malformed, hostile) is one UserError line.
+    ``finite=False``: non-finite numbers are left for the caller to refuse entry by entry."""
     p = Path(path).expanduser()
     text = read_text(p, what, hint=hint)
     where = str(p)
     if p.suffix.lower() == ".json":
-        return parse_json(text, where)
-    return parse_yaml(text, where)
+        return parse_json(text, where, finite)
+    return parse_yaml(text, where, finite)
 
 
 def is_file(path: str | Path) -> bool:

@@ -265,7 +265,8 @@ def load_runs(path: str | Path | None = None) -> list[dict]:
         close = difflib.get_close_matches(name.strip().lower(), RUN_SETS, n=1, cutoff=0.5)
         hint = ((f"; did you mean the set {short(close[0])}?" if close else "") +
                 f" (or name a set kept in the catalog: {', '.join(RUN_SETS)})")
-        data = catalog.read_yaml_or_json(path, "runs file", hint=hint)
+        # non-finite numbers are refused run by run (the run is not predicted), not for the whole file
+        data = catalog.read_yaml_or_json(path, "runs file", hint=hint, finite=False)
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise UserError(f"{path}: expected a mapping with a 'runs' list (the format of runs.yaml)")
     return data["runs"]

@@ -26,12 +26,12 @@ def load(name: str) -> Any:
         return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-def read_yaml_or_json(path: str | Path, what: str = "file", hint: str = "") -> Any:
+def read_yaml_or_json(path: str | Path, what: str = "file", hint: str = "", finite: bool = True) -> Any:
     """Read a user's YAML or JSON file through :mod:`megacluster.userfile` (bounded size, depth and alias
     expansion; UTF-8); anything wrong with it becomes a one-line UserError."""
     from ..userfile import read_yaml_or_json as read
 
-    return read(path, what, hint)
+    return read(path, what, hint, finite)
 
 
 def validation_message(e: ValidationError, what: str) -> str:

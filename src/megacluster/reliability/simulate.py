@@ -34,9 +34,17 @@ from .intervals import daly, exponential_optimum, young
 from .profiles import Profile, load_profile
 
 POOL = 200_000  # attempts in the interval-search pool
-MAX_ATTEMPTS = 10_000_000  # trials x attempts one simulation may draw (a few seconds); fewer trials past it
+MAX_ATTEMPTS = 4_000_000  # trials x attempts one simulation may draw (a few seconds); fewer trials past it
 WEIBULL_SHAPES = (0.1, 10.0)  # Weibull shapes accepted (Schroeder & Gibson 2007 fit 0.7-0.8 to HPC failures)
 MIN_INTERVAL_MINUTES = 1.0 / 60.0  # a checkpoint interval shorter than a second is not a plan
+# the most each override may be: past these the figures describe no real job (and overflow the arithmetic)
+OVERRIDE_MAX = {
+    "detect_minutes": (10_080.0, "a week"), "restart_minutes": (10_080.0, "a week"),
+    "repair_hours": (8_760.0, "a year"), "stall_seconds": (86_400.0, "a day"), "step_seconds": (86_400.0, "a day"),
+    "burst_mean_minutes": (10_080.0, "a week"), "rate_scale": (10_000.0, "10,000 times the profile's rates"),
+    "spares": (10_000_000, "ten million nodes"), "write_gbs": (1e7, "10 PB/s"), "read_gbs": (1e7, "10 PB/s"),
+    "node_gbs": (1e6, "1 PB/s per node"), "shards": (10_000_000, "ten million writers"),
+}
 CHUNK_ELEMENTS = 1_000_000  # trials x attempts processed at once (memory bound)
 
 OVERRIDES = {
@@ -273,6 +281,10 @@ def _check_overrides(overrides: dict) -> None:
         v = overrides.get(k)
         if v is not None and (not math.isfinite(float(v)) or float(v) < 0):
             raise UserError(f"{k} must be a non-negative number, got {v}")
+    for k, (most, why) in OVERRIDE_MAX.items():
+        v = overrides.get(k)
+        if v is not None and isinstance(v, (int, float)) and v > most:
+            raise UserError(f"{k} must be at most {most:g} ({why}), got {v:g}")
     sp = overrides.get("spares")
     if sp is not None and int(sp) < 0:
         raise UserError(f"spares must be a non-negative count of nodes, got {sp}")
