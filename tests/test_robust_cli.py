@@ -42,6 +42,7 @@ BAD_FILES = {   # name -> (suffix, content as bytes, fragment of the message)
     "binary": (".yaml", bytes(range(256)) * 4, "UTF-8"),
     "latin-1": (".yaml", "model: caf\xe9\n".encode("latin-1"), "UTF-8"),
     "alias bomb": (".yaml", BOMB.encode(), "alias"),
+    "alias cycle": (".yaml", b"a: &a [1, *a]\n", "contains it"),
     "deep yaml": (".yaml", DEEP.encode(), "nest"),
     "yaml 100 deep": (".yaml", b"a: " + b"[" * 100 + b"]" * 100, "nested more than 64"),
     "deep json": (".json", DEEP.encode(), "nest"),

@@ -6,10 +6,10 @@ the machine's memory or time:
 
 - size: at most :data:`MAX_BYTES` (a file of figures; training text has its own, larger bound);
 - text: UTF-8 (a byte-order mark is allowed), else an error naming the first bad byte;
-- YAML: parsed with libyaml's C loader where PyYAML has it (``yaml.CSafeLoader``), after one pass over the
-  parser's events that bounds the nesting depth (:data:`MAX_DEPTH`), the number of values once every alias is
-  expanded (:data:`MAX_VALUES`; the "billion laughs" bomb expands a few hundred bytes into 10^9 values) and
-  the number of aliases (:data:`MAX_ALIASES`);
+- YAML: parsed and composed with libyaml's C loader where PyYAML has it (``yaml.CSafeLoader``); before any
+  Python value is built, the node graph is checked for nesting depth (:data:`MAX_DEPTH`), the number of values
+  once every alias is expanded (:data:`MAX_VALUES`; the "billion laughs" bomb expands a few hundred bytes into
+  10^9 values) and aliases that contain themselves;
 - JSON: the same bounds, and ``NaN``/``Infinity`` refused (they are not JSON);
 - numbers: a value that is not finite (YAML ``.nan``, ``.inf``, or a float that overflows) is refused with
   the place it is at.
@@ -35,7 +35,6 @@ MAX_BYTES = 4 * 2 ** 20          # 4 MiB: 25 times the catalog's published runs 
 MAX_TEXT_BYTES = 2 ** 30         # 1 GiB of training text (`train --data`)
 MAX_DEPTH = 64                   # nested mappings/lists; the catalog's deepest file nests 6 levels
 MAX_VALUES = 1_000_000           # scalars and collections after alias expansion
-MAX_ALIASES = 10_000             # alias references (`*name`) in one file
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 def _size_text(n: int) -> str:
@@ -89,45 +88,76 @@ def read_text(path: str | Path, what: str = "file", max_bytes: int = MAX_BYTES, 
 
 
 # ------------------------------------------------------------------------------------------------ YAML
-def _check_yaml_events(text: str, where: str) -> None:
-    """One pass over the parser's events: nesting depth, aliases, and the values after alias expansion."""
-    sizes: dict[str, int] = {}          # anchor -> values in the anchored node, aliases expanded
-    stack: list[list] = [[None, 0]]     # [anchor, values so far] per open collection
-    aliases = 0
-    for ev in yaml.parse(text, Loader=_LOADER):
-        if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-            stack.append([ev.anchor, 0])
-            if len(stack) - 1 > MAX_DEPTH:
-                raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep (line {ev.start_mark.line + 1})")
+def _children(node: yaml.Node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _check_nodes(root: yaml.Node, where: str) -> None:
+    """Bound the composed YAML graph before anything is built from it: nesting depth, and (where aliases share
+    nodes) the number of values once every alias is expanded. Iterative; one quick pass over the nodes."""
+    seen: set[int] = set()
+    shared = False
+    todo = [(root, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise UserError(f"{where}: nested more than {MAX_DEPTH} levels deep (line {node.start_mark.line + 1})")
+        if id(node) in seen:
+            shared = True
             continue
-        if isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-            anchor, n = stack.pop()
-            n += 1
-        elif isinstance(ev, yaml.ScalarEvent):
-            anchor, n = ev.anchor, 1
-        elif isinstance(ev, yaml.AliasEvent):
-            aliases += 1
-            if aliases > MAX_ALIASES:
-                raise UserError(f"{where}: more than {MAX_ALIASES:,} aliases (*name); write the values out")
-            anchor, n = None, sizes.get(ev.anchor, 1)
-        else:
+        seen.add(id(node))
+        value = node.value
+        if isinstance(node, yaml.MappingNode):
+            todo.extend((x, depth + 1) for pair in value for x in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((x, depth + 1) for x in value)
+    if shared:
+        _check_expansion(root, where)
+
+
+def _check_expansion(root: yaml.Node, where: str) -> None:
+    """The number of values once every alias (a shared node) is expanded, each shared node counted once (so a
+    billion-laughs file costs its size here, not 10^9); a node that contains itself is refused."""
+    memo: dict[int, int] = {}                        # node -> values once expanded
+    open_nodes: set[int] = set()                     # the path from the root to the node being expanded
+    todo: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while todo:
+        node, finished = todo.pop()
+        nid = id(node)
+        if finished:
+            kids = _children(node)
+            size = 1 + sum(memo[id(c)] for c in kids)
+            open_nodes.discard(nid)
+            if size > MAX_VALUES:
+                raise UserError(f"{where}: more than {MAX_VALUES:,} values once its aliases (*name) are expanded; "
+                                "megacluster refuses such files (a YAML alias bomb?)")
+            memo[nid] = size
             continue
-        if anchor:
-            sizes[anchor] = n
-        stack[-1][1] += n
-        if stack[-1][1] > MAX_VALUES:
-            raise UserError(f"{where}: more than {MAX_VALUES:,} values once its aliases (*name) are expanded; "
-                            "megacluster refuses such files (a YAML alias bomb?)")
+        if nid in memo:
+            continue
+        open_nodes.add(nid)
+        todo.append((node, True))
+        for c in _children(node):
+            if id(c) in open_nodes:
+                raise UserError(f"{where}: an alias refers to a node that contains it (line {c.start_mark.line + 1})")
+            if id(c) not in memo:
+                todo.append((c, False))
 
 
 def parse_yaml(text: str, where: str, finite: bool = True) -> Any:
     """Parse YAML text (bounded as the module says); malformed YAML is a one-line UserError. ``finite=False``
     lets non-finite numbers through for a caller that checks each entry itself (a runs file)."""
     try:
-        _check_yaml_events(text, where)
         loader = _LOADER(text)
         try:
-            data = loader.get_single_data()
+            node = loader.get_single_node()          # libyaml parses and composes (nesting capped at 1000)
+            if node is not None:
+                _check_nodes(node, where)
+            data = loader.construct_document(node) if node is not None else None
         finally:
             loader.dispose()
     except yaml.YAMLError as e:
