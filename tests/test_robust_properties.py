@@ -203,7 +203,8 @@ HOSTILE = [
     b"e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n"
     b"g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]\nh: [*g, *g, *g, *g, *g, *g, *g, *g, *g]\n",
     b"[" * 3000 + b"]" * 3000,
-    b"{" * 200, b"\xff\xfe\x00garbage", "caf\xe9: 1\n".encode("latin-1"), b"", b"\x00" * 64, b"--- !!python/object:os.system x",
+    b"{" * 200, b"\xff\xfe\x00garbage", "caf\xe9: 1\n".encode("latin-1"), b"", b"\x00" * 64,
+    b"--- !!python/object:os.system x",
     b"a: !!binary AAAA\n", b"runs: .nan\n", b"runs: [.inf]\n", b"model: 1e400\n", b"{\"a\": NaN}", b"{\"a\": 1e400}",
     b"key: 2001-12-14t21:59:43.10-05:00\n", b"? [1, 2]\n: x\n", b"- " * 500, b"a: " + b"9" * 5000 + b"\n",
 ]

@@ -94,7 +94,8 @@ class Distribution(_M):
     """Distribution of the time from a restart to the next interruption (renewed at every restart)."""
 
     kind: Literal["exponential", "weibull", "bursty"] = "exponential"
-    weibull_shape: float = Field(0.7, ge=0.1, le=10, description="Weibull shape k (k < 1: failures cluster after restarts)")
+    weibull_shape: float = Field(0.7, ge=0.1, le=10,
+                                 description="Weibull shape k (k < 1: failures cluster after restarts)")
     burst_fraction: float = Field(0.2, ge=0, lt=1, description="share of restarts followed by a quick re-failure")
     burst_mean_minutes: float = Field(30.0, gt=0, description="mean time to the quick re-failure")
     source: str = ""
