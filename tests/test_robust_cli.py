@@ -122,6 +122,8 @@ CAMPAIGN = ["campaign", "--model", "llama3.1-8b", "--tokens", "1T", "--gpu", "h1
     (RELIABILITY + ["--gpus", "99999999999999999999"], "at most 10,000,000"),
     (RELIABILITY + ["--checkpoint-interval", "1e-9"], "between one second"),
     (RELIABILITY + ["--rate-scale", "inf"], "finite"),
+    (RELIABILITY + ["--seed", "-1"], "--seed must be a whole number from 0"),
+    (RELIABILITY + ["--stall-seconds", "126277676.0"], "stall_seconds must be at most 86400"),
     (["reliability", "--gpus", "10000000", "--days", "1000"], "interruptions per run"),
     (CAMPAIGN[:3] + ["--tokens", "1e20"] + CAMPAIGN[5:], "at most 1e+16"),
     (CAMPAIGN[:3] + ["--tokens", "1e-30"] + CAMPAIGN[5:], "less than one training step"),

@@ -355,6 +355,8 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
     check_number("--days", days, "days")
     if trials < 1 or trials > 1_000_000:
         raise UserError(f"trials must be between 1 and 1,000,000, got {trials}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+        raise UserError(f"--seed must be a whole number from 0 to 2^63 - 1, got {short(seed)}")
     if checkpoint_interval_minutes is not None and not checkpoint_interval_minutes > 0:
         raise UserError(f"checkpoint interval must be positive minutes, got {checkpoint_interval_minutes}")
     if checkpoint_interval_minutes is not None and not (
