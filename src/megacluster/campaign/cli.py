@@ -91,6 +91,8 @@ def campaign(
         wue_l_per_kwh=wue_l_per_kwh, grid_water_l_per_kwh=grid_water_l_per_kwh, gpu_price_usd=gpu_price_usd,
         cloud_usd_per_gpu_hour=cloud_usd_per_gpu_hour, mfu=mfu, goodput=goodput).items() if v is not None}
     overrides.update(_sets(set_))
+    for flag, v in (("--global-batch", global_batch), ("--seq-len", seq_len), ("--gpus-per-node", gpus_per_node)):
+        check_number(flag, v, integer=True)
     common = dict(overrides=overrides, embodied=embodied, cost_basis="cloud" if cloud else "owned",
                   reliability=not no_failures, trials=trials, seed=seed)
     console = Console(width=160) if not as_json else None

@@ -45,6 +45,10 @@ OVERRIDE_MAX = {
     "spares": (10_000_000, "ten million nodes"), "write_gbs": (1e7, "10 PB/s"), "read_gbs": (1e7, "10 PB/s"),
     "node_gbs": (1e6, "1 PB/s per node"), "shards": (10_000_000, "ten million writers"),
 }
+# the least a positive override may be (0 keeps its meaning where it has one: no step boundaries)
+OVERRIDE_MIN = {"step_seconds": (1e-3, "a millisecond"), "write_gbs": (1e-3, "1 MB/s"),
+                "read_gbs": (1e-3, "1 MB/s"), "node_gbs": (1e-3, "1 MB/s"), "stall_seconds": (1e-6, "a microsecond"),
+                "burst_mean_minutes": (1e-3, "a few milliseconds")}
 CHUNK_ELEMENTS = 1_000_000  # trials x attempts processed at once (memory bound)
 
 OVERRIDES = {
@@ -285,6 +289,10 @@ def _check_overrides(overrides: dict) -> None:
         v = overrides.get(k)
         if v is not None and isinstance(v, (int, float)) and v > most:
             raise UserError(f"{k} must be at most {most:g} ({why}), got {v:g}")
+    for k, (least, why) in OVERRIDE_MIN.items():
+        v = overrides.get(k)
+        if v is not None and isinstance(v, (int, float)) and 0 < v < least:
+            raise UserError(f"{k} must be at least {least:g} ({why}), got {v:g}")
     sp = overrides.get("spares")
     if sp is not None and int(sp) < 0:
         raise UserError(f"spares must be a non-negative count of nodes, got {sp}")
