@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 _registered = False
-INTERRUPTED = "error: interrupted (Ctrl-C); nothing was written"
+INTERRUPTED = "error: interrupted (Ctrl-C)"
 
 
 def _register() -> None:
