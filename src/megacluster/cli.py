@@ -7,6 +7,7 @@ Each subcommand's function lives beside the code it drives (``runtime/cli.py``, 
 
 from __future__ import annotations
 
+import math
 import sys
 
 import typer
@@ -19,6 +20,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 _registered = False
+INTERRUPTED = "error: interrupted (Ctrl-C)"
 
 
 def _register() -> None:
@@ -35,16 +37,35 @@ def _register() -> None:
     __import__("megacluster.size_cli", fromlist=["register"]).register(app)
 
 
+def refuse_non_finite(argv: list[str]) -> None:
+    """Refuse an option value that reads as a number but is not finite (``nan``, ``inf``, ``1e999``): no
+    quantity megacluster takes can be one, and NaN passes every ``<=`` check unnoticed."""
+    for i, arg in enumerate(argv):
+        if arg.startswith("--") and "=" in arg:
+            flag, value = arg.split("=", 1)
+        elif i and argv[i - 1].startswith("-") and not arg.startswith("--"):
+            flag, value = argv[i - 1], arg
+        else:
+            continue
+        try:
+            x = float(value)
+        except ValueError:
+            continue
+        if not math.isfinite(x):
+            raise UserError(f"{flag} must be a finite number, got {value[:40]}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app, mapping bad input to one line and exit code 2."""
     _register()
     try:
-        app(args=argv, standalone_mode=False)
+        refuse_non_finite(list(sys.argv[1:] if argv is None else argv))
+        code = app(args=argv, standalone_mode=False)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2)
     except (typer.Abort, KeyboardInterrupt):
-        print("aborted", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         raise SystemExit(130)
     except SystemExit:
         raise
@@ -58,6 +79,12 @@ def main(argv: list[str] | None = None) -> None:
         if msg:
             print(f"error: {msg}", file=sys.stderr)
         raise SystemExit(2)
+    # without standalone mode typer returns the exit code of an Exit it caught instead of exiting: Ctrl-C
+    # (KeyboardInterrupt) arrives here as 130, `--help` as 0
+    if isinstance(code, int) and code:
+        if code == 130:
+            print(INTERRUPTED, file=sys.stderr)
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

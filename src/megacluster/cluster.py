@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import catalog
 from .errors import UserError
+from .limits import check_number
 from .specs import ClusterSpec, GPUSpec, NodeSpec
 
 # default scale-out fabric and NIC line rate by GPU generation (what DGX/HGX systems of that generation ship)
@@ -19,8 +20,12 @@ def make_cluster(gpu: str | GPUSpec, n_gpus: int, fabric: str | None = None, nic
     domain is the node unless told otherwise or the part ships in a larger one (GB200 NVL72: 72 GPUs over
     18 trays of 4)."""
     g = catalog.gpu(gpu) if isinstance(gpu, str) else gpu
-    if n_gpus is None or n_gpus <= 0:
-        raise UserError(f"--gpus must be a positive number of GPUs, got {n_gpus}")
+    if n_gpus is None:
+        raise UserError("--gpus must be a positive number of GPUs, got None")
+    check_number("--gpus", n_gpus, integer=True)
+    for flag, val in (("--nic-gbps", nic_gbps), ("--nics-per-node", nics_per_node),
+                      ("--gpus-per-node", gpus_per_node)):
+        check_number(flag, val, integer=flag != "--nic-gbps")
     fab_default, nic_default = _DEFAULT_FABRIC.get(g.generation, ("infiniband", 400.0))
     gpn = gpus_per_node or 8
     for name, val in (("nic-gbps", nic_gbps), ("nics-per-node", nics_per_node), ("gpus-per-node", gpus_per_node)):
@@ -28,6 +33,7 @@ def make_cluster(gpu: str | GPUSpec, n_gpus: int, fabric: str | None = None, nic
             raise UserError(f"--{name} must be positive, got {val}")
     if nvlink_domain is not None and nvlink_domain <= 0:
         raise UserError(f"nvlink_domain must be a positive number of GPUs, got {nvlink_domain}")
+    check_number("nvlink_domain", nvlink_domain, integer=True)
     domain = nvlink_domain or max(gpn, g.nvlink_domain or gpn)
     measured = {k: v for k, v in (("nvlink_efficiency", g.intra_node_efficiency),
                                   ("nvlink_latency_us", g.intra_node_latency_us)) if v is not None}

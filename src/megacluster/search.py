@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from .cluster import make_cluster
-from .errors import UserError
+from .errors import UserError, short
 from .estimate import StepEstimate, estimate, estimate_arrays
 from .physics.memory import GIB
 from .specs import ClusterSpec, GPUSpec, Layout, ModelSpec, StackSpec
@@ -105,7 +105,7 @@ def _ints(key: str, v: Any, low: int = 1, high: Optional[int] = None) -> np.ndar
     if not vals or any(isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < low
                        or (high is not None and x > high) for x in vals):
         want = "a positive integer" if high is None else f"an integer from {low} to {high}"
-        raise UserError(f"pin {key}={v!r}: expected {want} (or a list of them)")
+        raise UserError(f"pin {key}={short(v)}: expected {want} (or a list of them)")
     return np.unique(np.asarray(vals, dtype=np.int64))
 
 
@@ -116,7 +116,7 @@ def _normalise_pins(pins: dict[str, Any], gpu: GPUSpec) -> dict[str, Any]:
         if v is None:
             continue
         if k not in PIN_KEYS:
-            raise UserError(f"unknown pin {k!r}; pins are layout fields: {', '.join(PIN_KEYS)}")
+            raise UserError(f"unknown pin {short(k)}; pins are layout fields: {', '.join(PIN_KEYS)}")
         if k in _DEGREES or k in ("global_batch", "seq_len"):
             out[k] = _ints(k, v)
         elif k == "zero":
@@ -130,17 +130,17 @@ def _normalise_pins(pins: dict[str, Any], gpu: GPUSpec) -> dict[str, Any]:
                 elif isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 2:
                     codes.append(x)
                 else:
-                    raise UserError(f"pin recompute={v!r}: use none, selective or full")
+                    raise UserError(f"pin recompute={short(v)}: use none, selective or full")
             out[k] = np.unique(codes)
         elif k == "sequence_parallel":
             if not isinstance(v, bool):
-                raise UserError(f"pin sequence_parallel={v!r}: expected true or false")
+                raise UserError(f"pin sequence_parallel={short(v)}: expected true or false")
             out[k] = v
         elif k == "precision":
             vals = _as_list(v)
             bad = [x for x in vals if x not in ("bf16", "fp16", "fp8")]
             if bad:
-                raise UserError(f"pin precision={bad[0]!r}: use bf16, fp16 or fp8")
+                raise UserError(f"pin precision={short(bad[0])}: use bf16, fp16 or fp8")
             if "fp8" in vals and "fp8" not in gpu.peak_tflops:
                 raise UserError(f"{gpu.id} has no fp8 tensor cores; pin precision {gpu.half_precision}")
             if "bf16" in vals and gpu.half_precision != "bf16":

@@ -3,7 +3,6 @@ only; the work is :func:`megacluster.api.size` (:mod:`megacluster.sizing`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ import typer
 from rich.table import Table
 
 from .errors import UserError
+from .jsonout import print_json
 
 
 def _usd(x: float) -> str:
@@ -108,7 +108,7 @@ def size(
 
         write_report("size", html, png, r.campaign, r.answer)
     if as_json:
-        print(json.dumps(r.to_dict()))
+        print_json(r.to_dict())
         return
     print_size(r, wide_console())
 

@@ -9,24 +9,52 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import short
+from .limits import MAX, MIN
 
 Precision = Literal["bf16", "fp16", "fp8"]
 Recompute = Literal["none", "selective", "full"]
+# fp8 scaling recipes: per-tensor current scaling, per-row, delayed (amax history), per-block (DeepSeek-V3) and
+# microscaling (MX, Blackwell); the stacks' constants in stacks.yaml are keyed by these names
+FP8_RECIPES = ("tensorwise", "rowwise", "delayed", "blockwise", "mxfp8")
 Mlp = Literal["gelu", "swiglu", "squared-relu", "relu"]
 
 
+def _most(name: str) -> float:
+    """The largest value megacluster accepts for a count or size (:mod:`megacluster.limits`)."""
+    return MAX[name][0]
+
+
 class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are refused in every float field; counts are bounded by what a real system could have
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_counts(cls, data):
+        """``tp: true`` is not a degree and ``compile: "yes"`` not a switch: refuse true/false where a number is
+        expected and anything but true/false where a switch is (pydantic's lax mode reads them as 1 and True)."""
+        if isinstance(data, dict):
+            for k, v in data.items():
+                f = cls.model_fields.get(k) if isinstance(k, str) else None
+                if f is None:
+                    continue
+                if isinstance(v, bool) and f.annotation in (int, Optional[int], float, Optional[float]):
+                    raise ValueError(f"{k}: expected a number, got {v}")
+                if f.annotation is bool and not isinstance(v, bool):
+                    raise ValueError(f"{k}: expected true or false, got {short(v)}")
+        return data
 
 
 # --------------------------------------------------------------------------------------------- model
 class MoESpec(_Spec):
     """Mixture-of-experts feed-forward layers."""
 
-    n_experts: int = Field(gt=0, description="routed experts per MoE layer")
+    n_experts: int = Field(gt=0, le=_most("n_experts"), description="routed experts per MoE layer")
     top_k: int = Field(gt=0, description="routed experts per token")
-    expert_ffn_hidden: int = Field(gt=0, description="hidden width of one routed expert")
+    expert_ffn_hidden: int = Field(gt=0, le=_most("expert_ffn_hidden"), description="hidden width of one routed expert")
     n_shared_experts: int = Field(0, ge=0, description="always-on shared experts (DeepSeek)")
     shared_ffn_hidden: int = Field(0, ge=0, description="hidden width of one shared expert (0: expert width)")
     n_dense_layers: int = Field(0, ge=0, description="leading layers with a dense FFN instead of MoE")
@@ -47,15 +75,17 @@ class ModelSpec(_Spec):
     """A decoder-only transformer (dense or MoE). Counts are exact for the shapes given."""
 
     name: str
-    n_layers: int = Field(gt=0)
-    d_model: int = Field(gt=0)
-    n_heads: int = Field(gt=0)
-    n_kv_heads: Optional[int] = Field(None, gt=0, description="None: multi-head attention (= n_heads)")
-    head_dim: Optional[int] = Field(None, gt=0, description="None: d_model / n_heads")
-    ffn_hidden: int = Field(gt=0, description="dense FFN hidden width")
-    vocab: int = Field(gt=0)
+    n_layers: int = Field(gt=0, le=_most("n_layers"))
+    d_model: int = Field(gt=0, le=_most("d_model"))
+    n_heads: int = Field(gt=0, le=_most("n_heads"))
+    n_kv_heads: Optional[int] = Field(None, gt=0, le=_most("n_kv_heads"),
+                                      description="None: multi-head attention (= n_heads)")
+    head_dim: Optional[int] = Field(None, gt=0, le=_most("head_dim"), description="None: d_model / n_heads")
+    ffn_hidden: int = Field(gt=0, le=_most("ffn_hidden"), description="dense FFN hidden width")
+    vocab: int = Field(gt=0, le=_most("vocab"))
     mlp: Mlp = "gelu"
-    seq_len: int = Field(2048, gt=0, description="training context length of the published model")
+    seq_len: int = Field(2048, gt=0, le=_most("seq_len"),
+                         description="training context length of the published model")
     tied_embeddings: bool = False
     moe: Optional[MoESpec] = None
     mla: Optional[MLASpec] = None
@@ -243,17 +273,18 @@ class FabricSpec(_Spec):
 class NodeSpec(_Spec):
     """One server: GPUs behind one NVLink/NVSwitch domain plus NICs."""
 
-    gpus_per_node: int = Field(8, gt=0)
-    nvlink_domain: int = Field(8, gt=0, description="GPUs in one NVLink domain (8 in HGX, 72 in NVL72)")
-    nics_per_node: int = Field(8, gt=0)
-    nic_gbps: float = Field(400, gt=0, description="line rate of one NIC, Gb/s")
+    gpus_per_node: int = Field(8, gt=0, le=_most("gpus_per_node"))
+    nvlink_domain: int = Field(8, gt=0, le=_most("nvlink_domain"),
+                               description="GPUs in one NVLink domain (8 in HGX, 72 in NVL72)")
+    nics_per_node: int = Field(8, gt=0, le=_most("nics_per_node"))
+    nic_gbps: float = Field(400, ge=MIN["nic_gbps"][0], le=_most("nic_gbps"), description="line rate of one NIC, Gb/s")
     nvlink_efficiency: float = Field(0.8, gt=0, le=1, description="achieved fraction of NVLink in NCCL")
     nvlink_latency_us: float = Field(3.0, ge=0)
 
 
 class ClusterSpec(_Spec):
     gpu: GPUSpec
-    n_gpus: int = Field(gt=0)
+    n_gpus: int = Field(gt=0, le=_most("n_gpus"))
     node: NodeSpec = NodeSpec()
     fabric: FabricSpec
 
@@ -276,6 +307,16 @@ class StackSpec(_Spec):
                                              "or in 16 bits (False); None: the stack's default (Megatron-LM's "
                                              "pretrain script forces fp32 for bf16 unless --grad-reduce-in-bf16)")
 
+    @field_validator("fp8_recipe")
+    @classmethod
+    def _known_recipe(cls, v: Optional[str]) -> Optional[str]:
+        if v is None:
+            return v
+        name = v.strip().lower()
+        if name not in FP8_RECIPES:
+            raise ValueError(f"unknown fp8 recipe {v[:40]!r}; use one of {', '.join(FP8_RECIPES)}")
+        return name
+
 
 # --------------------------------------------------------------------------------------------- layout
 class Layout(_Spec):
@@ -285,15 +326,17 @@ class Layout(_Spec):
     ``zero``: 0 plain DP, 1 optimizer sharded, 2 + gradients, 3 + weights (FSDP).
     """
 
-    tp: int = Field(1, gt=0)
-    pp: int = Field(1, gt=0)
-    dp: int = Field(1, gt=0)
-    cp: int = Field(1, gt=0)
-    ep: int = Field(1, gt=0)
-    vp: int = Field(1, gt=0, description="virtual pipeline stages per GPU (interleaved 1F1B when > 1)")
-    micro_batch: int = Field(1, gt=0, description="sequences per micro-batch per data-parallel rank")
-    global_batch: int = Field(gt=0, description="sequences per optimizer step")
-    seq_len: int = Field(gt=0)
+    tp: int = Field(1, gt=0, le=_most("gpus"))
+    pp: int = Field(1, gt=0, le=_most("gpus"))
+    dp: int = Field(1, gt=0, le=_most("gpus"))
+    cp: int = Field(1, gt=0, le=_most("gpus"))
+    ep: int = Field(1, gt=0, le=_most("gpus"))
+    vp: int = Field(1, gt=0, le=_most("n_layers"),
+                    description="virtual pipeline stages per GPU (interleaved 1F1B when > 1)")
+    micro_batch: int = Field(1, gt=0, le=_most("micro_batch"),
+                             description="sequences per micro-batch per data-parallel rank")
+    global_batch: int = Field(gt=0, le=_most("global_batch"), description="sequences per optimizer step")
+    seq_len: int = Field(gt=0, le=_most("seq_len"))
     sequence_parallel: bool = True
     recompute: Recompute = "selective"
     zero: int = Field(1, ge=0, le=3)

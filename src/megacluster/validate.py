@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -10,7 +12,8 @@ from pydantic import BaseModel, ValidationError
 
 from . import catalog
 from .cluster import make_cluster
-from .errors import UserError
+from .errors import UserError, short
+from .layout_check import layout_problems
 from .estimate import RECOMPUTE, estimate, estimate_arrays, stack_constants
 from .specs import Layout, MLASpec, MoESpec, ModelSpec, StackSpec
 
@@ -132,10 +135,10 @@ def _stack_and_fabric(s: dict) -> tuple[str, Optional[str], list[str]]:
         framework = catalog.stack_constants(fw)["id"]
     else:
         framework = DEFAULT_FSDP_STACK if int(s.get("zero") or 0) == 3 else DEFAULT_STACK
-        notes.append(f"framework {fw!r} is not in the catalog: {framework}'s constants used")
+        notes.append(f"framework {short(fw)} is not in the catalog: {framework}'s constants used")
     fabric = s.get("fabric")
     if fabric and not catalog.has("fabrics", str(fabric)):
-        notes.append(f"fabric {fabric!r} is not in the catalog: the GPU generation's usual fabric used")
+        notes.append(f"fabric {short(fabric)} is not in the catalog: the GPU generation's usual fabric used")
         fabric = None
     return framework, fabric, notes
 
@@ -154,7 +157,7 @@ def _precision(s: dict) -> tuple[str, Optional[str]]:
     """(precision, fp8 recipe) of a spec's precision name: bf16, fp16, fp8 or a named fp8 variant."""
     name = str(s.get("precision") or "bf16").strip().lower()
     if name not in PRECISIONS:
-        raise UserError(f"precision {s.get('precision')!r} is not modelled (one of {', '.join(PRECISIONS)})")
+        raise UserError(f"precision {short(s.get('precision'))} is not modelled (one of {', '.join(PRECISIONS)})")
     return PRECISIONS[name]
 
 
@@ -194,6 +197,7 @@ def predict_run(run: dict) -> RunResult:
     model, cluster, stack, notes = _spec_parts_and_notes(run)
     split = stack_constants(stack, cluster.gpu.generation).get("pp_microbatches", "free")
     mbs = np.array(_micro_batch_candidates(run, split))
+    _check_layout(model, cluster, s, int(mbs[0]))
     base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                 vp=s.get("vp") or 1, global_batch=s["global_batch"], seq_len=s["seq_len"],
                 sequence_parallel=bool(s.get("sequence_parallel")), recompute=RECOMPUTE[s["recompute"]],
@@ -225,6 +229,22 @@ def predict_run(run: dict) -> RunResult:
                      note="; ".join(notes) or None)
 
 
+def _check_layout(model: ModelSpec, cluster, s: dict, micro_batch: int) -> None:
+    """A UserError with the first rule the run's layout breaks (:func:`megacluster.layout_check.layout_problems`:
+    degrees that do not multiply to the GPU count, TP that does not divide the heads, more pipeline stages than
+    layers, CP that does not divide the sequence, ...); such a run could not have run as written."""
+    try:
+        layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
+                        vp=s.get("vp") or 1, micro_batch=micro_batch, global_batch=s["global_batch"],
+                        seq_len=s["seq_len"], recompute=s["recompute"], zero=s.get("zero") or 0,
+                        precision=_precision(s)[0])
+    except ValidationError as e:
+        raise UserError(catalog.validation_message(e, "layout")) from None
+    probs = layout_problems(model, cluster, layout)
+    if probs:
+        raise UserError(f"layout {layout.label()} cannot run: {probs[0]}")
+
+
 def published_peak_memory_gib(run: dict) -> Optional[float]:
     """The run's published peak memory per GPU (``measured.other.peak_memory_gib``), if it gives one.
     torchtitan's figures are the PyTorch allocator's peak reserved memory."""
@@ -241,12 +261,15 @@ RUN_SETS = {"published": "runs", "more": "runs_more"}
 def load_runs(path: str | Path | None = None) -> list[dict]:
     """Runs from a runs file, or from one of the catalog's sets named in ``RUN_SETS`` (default: the
     published runs)."""
-    if path is None or (str(path) in RUN_SETS and not Path(path).exists()):
-        data = catalog.load(RUN_SETS[str(path or "published")])
-    elif not Path(path).is_file():
-        raise UserError(f"file not found: {path} (or name a set kept in the catalog: {', '.join(RUN_SETS)})")
+    name = str(path or "published")
+    if path is None or (name.strip().lower() in RUN_SETS and not Path(path).exists()):
+        data = catalog.load(RUN_SETS[name.strip().lower()])
     else:
-        data = catalog.read_yaml_or_json(path)
+        close = difflib.get_close_matches(name.strip().lower(), RUN_SETS, n=1, cutoff=0.5)
+        hint = ((f"; did you mean the set {short(close[0])}?" if close else "") +
+                f" (or name a set kept in the catalog: {', '.join(RUN_SETS)})")
+        # non-finite numbers are refused run by run (the run is not predicted), not for the whole file
+        data = catalog.read_yaml_or_json(path, "runs file", hint=hint, finite=False)
     if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
         raise UserError(f"{path}: expected a mapping with a 'runs' list (the format of runs.yaml)")
     return data["runs"]
@@ -261,14 +284,17 @@ def validate_runs(runs: list[dict], progress: Optional[Callable[[int, int], None
     results: list[RunResult] = []
     skipped: list[SkippedRun] = []
     for i, r in enumerate(runs):
-        rid = str(r.get("id", f"#{i + 1}")) if isinstance(r, dict) else f"#{i + 1}"
+        rid = str(r.get("id", f"#{i + 1}"))[:80] if isinstance(r, dict) else f"#{i + 1}"
         try:
             results.append(predict_run(_checked(r, rid)))
         except UserError as e:
             skipped.append(SkippedRun(id=rid, reason=str(e)))
-        except (KeyError, TypeError, ValueError, ValidationError) as e:
+        except ValidationError as e:
+            skipped.append(SkippedRun(id=rid, reason=catalog.validation_message(e, "malformed run")))
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, IndexError) as e:
+            # a shape the checks above let through; the run is left out, never the whole command
             first = str(e).splitlines()[0] if str(e) else ""
-            skipped.append(SkippedRun(id=rid, reason=f"malformed spec ({e.__class__.__name__}: {first})"))
+            skipped.append(SkippedRun(id=rid, reason=f"malformed run ({e.__class__.__name__}: {short(first, 100)})"))
         if progress is not None:
             progress(i + 1, len(runs))
     if not results:
@@ -286,9 +312,64 @@ def _checked(run: Any, rid: str) -> dict:
         raise UserError(f"run {rid} needs 'model' and 'spec' mappings (the format of runs.yaml)")
     ref = run.get("reference")
     ref = ref.get("tokens_per_s_per_gpu") if isinstance(ref, dict) else None
-    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or ref <= 0:
+    if isinstance(ref, bool) or not isinstance(ref, (int, float)) or not math.isfinite(ref) or ref <= 0:
         raise UserError(f"run {rid} needs a positive reference.tokens_per_s_per_gpu")
+    _check_types(run, rid)
     return {**run, "spec": _filled_spec(run["spec"], run["model"], rid)}
+
+
+# the type of every field validation reads: "int" (a whole number; true/false refused), "num", "str", "bool",
+# "map"; fields not listed are not read. A value of the wrong type makes the run "not predicted", with why.
+RUN_FIELDS = {
+    "model": {"name": "str", "n_layers": "int", "d_model": "int", "n_heads": "int", "n_kv_heads": "int",
+              "ffn_hidden": "int", "vocab": "int", "seq_len": "int", "mlp": "str", "moe": "map", "mla": "map"},
+    "spec": {"gpu": "str", "n_gpus": "int", "tp": "int", "pp": "int", "dp": "int", "cp": "int", "ep": "int",
+             "vp": "int", "micro_batch": "int", "global_batch": "int", "seq_len": "int", "zero": "int",
+             "gpus_per_node": "int", "nics_per_node": "int", "nic_gbps": "num", "fabric": "str",
+             "precision": "str", "stack": "map", "sequence_parallel": "bool"},
+    "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str"},
+    "measured": {"other": "map"},
+}
+MAX_RUN_INT = 10 ** 12       # no count in a run (GPUs, layers, vocabulary, batch, ...) comes near a trillion
+_KIND_NAMES = {"int": "a whole number", "num": "a number", "str": "text", "bool": "true or false",
+               "map": "a mapping of fields"}
+
+
+def _type_ok(v: Any, kind: str) -> bool:
+    if kind == "int":
+        return not isinstance(v, bool) and (isinstance(v, int) or isinstance(v, float) and v.is_integer())
+    if kind == "num":
+        return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    return isinstance(v, {"str": str, "bool": bool, "map": dict}[kind])
+
+
+def _check_types(run: dict, rid: str) -> None:
+    """A UserError naming the first field of the run that has the wrong type (null means "not given")."""
+    parts = {"model": run["model"], "spec": run["spec"], "stack": run["spec"].get("stack"),
+             "measured": run.get("measured")}
+    for part, fields in RUN_FIELDS.items():
+        d = parts[part]
+        if d is None:
+            continue
+        where = "spec.stack" if part == "stack" else part
+        if not isinstance(d, dict):
+            raise UserError(f"run {rid}: {where} must be {_KIND_NAMES['map']}, got {short(d)}")
+        for k, kind in fields.items():
+            v = d.get(k)
+            if v is None or (kind == "map" and v is False):        # `moe: false` is a dense model
+                continue
+            if not _type_ok(v, kind):
+                raise UserError(f"run {rid}: {where}.{k} must be {_KIND_NAMES[kind]}, got {short(v)}")
+            if kind == "int" and v < 0:
+                raise UserError(f"run {rid}: {where}.{k} must not be negative, got {short(v)}")
+            if kind == "int" and v > MAX_RUN_INT:
+                raise UserError(f"run {rid}: {where}.{k} = {short(v)} is larger than any count in a real run "
+                                f"(at most {MAX_RUN_INT:.0e})")
+    moe = run["model"].get("moe")
+    if isinstance(moe, dict):
+        for k, v in moe.items():
+            if v is not None and not _type_ok(v, "int"):
+                raise UserError(f"run {rid}: model.moe.{k} must be {_KIND_NAMES['int']}, got {short(v)}")
 
 
 RECOMPUTE_NAMES = {"none": "none", "no": "none", "off": "none", "false": "none", "selective": "selective",
@@ -313,7 +394,7 @@ def _filled_spec(s: dict, md: dict, rid: str) -> dict:
         raise UserError(f"run {rid}: spec.seq_len (or model.seq_len) is required")
     rc = str(s.get("recompute") or "selective").strip().lower()
     if rc not in RECOMPUTE_NAMES:
-        raise UserError(f"run {rid}: recompute {s.get('recompute')!r} is not one of none, selective, full")
+        raise UserError(f"run {rid}: recompute {short(s.get('recompute'))} is not one of none, selective, full")
     s["recompute"] = RECOMPUTE_NAMES[rc]
     return s
 

@@ -10,6 +10,7 @@ from typing import Optional
 import typer
 
 from ..errors import UserError
+from ..jsonout import print_json
 
 
 def calibrate_cmd(
@@ -31,8 +32,7 @@ def calibrate_cmd(
 ) -> None:
     """Measure this machine (GEMMs, attention, memory bandwidth, op overhead, collectives) and write a hardware
     profile that --hardware on estimate, plan, campaign, validate and train uses in place of the catalog."""
-    import json
-
+    
     from .profile import write_profile
 
     if procs is not None and procs < 1:
@@ -42,7 +42,7 @@ def calibrate_cmd(
 
         result = refine(from_metrics, hardware, out, clock)
         if json_out:
-            print(json.dumps(result, default=float))
+            print_json(result)
         else:
             _print_refinement(result, out)
         return
@@ -61,7 +61,7 @@ def calibrate_cmd(
         prof = calibrate(gpu=gpu, quick=quick, procs=procs, device=device, tiny=tiny, tick=tick, plan=plan)
     write_profile(out, prof)
     if json_out:
-        print(json.dumps({"out": str(out), "gpus": prof["gpus"], "fits": prof["fits"]}, default=float))
+        print_json({"out": str(out), "gpus": prof["gpus"], "fits": prof["fits"]})
         return
     _print_summary(prof, out)
 

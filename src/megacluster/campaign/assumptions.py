@@ -6,12 +6,13 @@ Defaults come from ``catalog/data/costs.yaml``, the GPU catalog and the site; an
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Optional, Union
 
 from pydantic import BaseModel
 
 from .. import catalog
-from ..errors import UserError
+from ..errors import UserError, short
 from ..specs import GPUSpec
 
 
@@ -49,8 +50,8 @@ BOUNDS: dict[str, tuple[str, float, Optional[float]]] = {
     "embodied_server_kgco2e": ("kgCO2e/server", 0, None),
     "embodied_life_years": ("years", 1e-9, None),
     "embodied_use_fraction": ("fraction", 1e-9, 1),
-    "mfu": ("fraction of peak", 1e-9, 1),
-    "goodput": ("fraction of wall clock", 1e-9, 1),
+    "mfu": ("fraction of peak", 1e-3, 1),              # below 0.1% MFU no one trains
+    "goodput": ("fraction of wall clock", 1e-2, 1),    # below 1% goodput a job never finishes
 }
 PHASE_KEYS = ("compute", "communication", "optimizer", "bubble", "idle")
 
@@ -101,12 +102,14 @@ def apply_overrides(a: dict[str, Assumption], overrides: Mapping[str, float], so
     """Replace assumptions by name (in place), checking names and ranges."""
     for k, v in overrides.items():
         if k not in BOUNDS:
-            raise UserError(f"unknown assumption {k!r}; known: {', '.join(sorted(BOUNDS))}")
+            raise UserError(f"unknown assumption {short(k)}; known: {', '.join(sorted(BOUNDS))}")
         unit, lo, hi = BOUNDS[k]
         try:
             v = float(v)
         except (TypeError, ValueError):
-            raise UserError(f"assumption {k} must be a number, got {v!r}") from None
+            raise UserError(f"assumption {k} must be a number, got {short(v)}") from None
+        if not math.isfinite(v):
+            raise UserError(f"assumption {k} must be a finite number, got {v}")
         if v < lo or (hi is not None and v > hi):
             rng = f">= {lo:g}" + (f" and <= {hi:g}" if hi is not None else "")
             raise UserError(f"assumption {k} = {v:g} is out of range (must be {rng})")

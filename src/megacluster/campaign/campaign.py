@@ -13,7 +13,8 @@ from typing import Any, Mapping, Optional, Union
 from pydantic import BaseModel, Field
 
 from .. import catalog
-from ..errors import UserError
+from ..errors import UserError, short
+from ..limits import MAX, check_number, why
 from ..specs import ClusterSpec, GPUSpec, Layout, ModelSpec, StackSpec
 from . import carbon, cost, energy, facility
 from .assumptions import Assumption, apply_overrides, defaults, value
@@ -127,10 +128,9 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
     pins the MFU (the step's phases are stretched to it), ``goodput`` replaces the reliability simulation.
     ``progress(trials done, trials)`` follows the reliability Monte Carlo.
     """
-    if tokens <= 0:
-        raise UserError(f"tokens must be positive, got {tokens:g}")
+    check_number("--tokens", tokens, "tokens")
     if cost_basis not in ("owned", "cloud"):
-        raise UserError(f"cost basis must be 'owned' or 'cloud', got {cost_basis!r}")
+        raise UserError(f"cost basis must be 'owned' or 'cloud', got {short(cost_basis)}")
     site_id, site_figs = load_site(site)
     a = defaults(gpu, site_figs, site_id)
     if extra_assumptions:
@@ -157,6 +157,12 @@ def campaign_from_step(step: Any, *, tokens: float, gpu: GPUSpec, n_gpus: int, g
     training_flops = flops_per_token * tokens
     ff_s = tokens / tokens_per_s
     ff_days = ff_s / SECONDS_PER_DAY
+    if tokens < float(step.tokens_per_step):
+        raise UserError(f"--tokens {tokens:.3g} is less than one training step ({float(step.tokens_per_step):,.0f} "
+                        "tokens); give at least that")
+    if ff_days > MAX["days"][0]:
+        raise UserError(f"{tokens:.3g} tokens at {tokens_per_s:,.0f} tokens/s take {ff_days:,.0f} days, more "
+                        f"than megacluster plans ({why('days')}); give fewer --tokens or more --gpus")
 
     # ---- failures
     interruptions = rel = None

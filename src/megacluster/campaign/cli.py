@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any, List, Optional, Tuple
 
@@ -10,7 +9,9 @@ import typer
 
 from ..calibrate.options import HARDWARE
 from ..calibrate.profile import use_hardware
-from ..errors import UserError
+from ..errors import UserError, short
+from ..jsonout import print_json
+from ..limits import check_number
 from ..report.tables import wide_console
 
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12, "p": 1e15}
@@ -20,10 +21,11 @@ def parse_count(text: str, what: str = "tokens") -> float:
     """'15.6T', '300B', '1.5e13' -> float."""
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMbBgGtTpP]?)\s*", text or "")
     if not m:
-        raise UserError(f"--{what}: cannot read {text!r}; write e.g. 15.6T, 300B or 1.5e13")
+        raise UserError(f"--{what}: cannot read {short(text)}; write e.g. 15.6T, 300B or 1.5e13")
     v = float(m.group(1)) * (_SUFFIX[m.group(2).lower()] if m.group(2) else 1.0)
     if v <= 0:
-        raise UserError(f"--{what} must be positive, got {text!r}")
+        raise UserError(f"--{what} must be positive, got {short(text)}")
+    check_number(f"--{what}", v, what)
     return v
 
 
@@ -31,12 +33,12 @@ def _sets(items: List[str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for it in items:
         if "=" not in it:
-            raise UserError(f"--set expects NAME=VALUE, got {it!r}")
+            raise UserError(f"--set expects NAME=VALUE, got {short(it)}")
         k, v = it.split("=", 1)
         try:
             out[k.strip().replace("-", "_")] = float(v)
         except ValueError:
-            raise UserError(f"--set {k}: {v!r} is not a number") from None
+            raise UserError(f"--set {k}: {short(v)} is not a number") from None
     return out
 
 
@@ -104,6 +106,8 @@ def campaign(
         wue_l_per_kwh=wue_l_per_kwh, grid_water_l_per_kwh=grid_water_l_per_kwh, gpu_price_usd=gpu_price_usd,
         cloud_usd_per_gpu_hour=cloud_usd_per_gpu_hour, mfu=mfu, goodput=goodput).items() if v is not None}
     overrides.update(_sets(set_))
+    for flag, v in (("--global-batch", global_batch), ("--seq-len", seq_len), ("--gpus-per-node", gpus_per_node)):
+        check_number(flag, v, integer=True)
     bar = ProgressBar("simulating failures", "trials", enabled=False if as_json else None)
     common = dict(overrides=overrides, embodied=embodied, cost_basis="cloud" if cloud else "owned",
                   reliability=not no_failures, trials=trials, seed=seed, progress=bar)
@@ -119,7 +123,7 @@ def campaign(
         bar.close()
         write_report("campaign-compare", html, png, a, b, compare[0], compare[1])
         if as_json:
-            print(json.dumps({compare[0]: report.as_json(a), compare[1]: report.as_json(b)}))
+            print_json({compare[0]: report.as_json(a), compare[1]: report.as_json(b)})
         else:
             report.print_compare(a, b, console, compare[0], compare[1])
         return
@@ -130,7 +134,7 @@ def campaign(
         bar.close()
         write_report("campaign", html, png, r, title(scenario))
         if as_json:
-            print(json.dumps(report.as_json(r)))
+            print_json(report.as_json(r))
         else:
             report.print_campaign(r, console, title(scenario))
         return
@@ -146,9 +150,9 @@ def campaign(
     if model is not None and not isinstance(model, str) and hasattr(model, "name") and not hasattr(model, "n_layers"):
         model = model.name
     cluster = p.get("cluster")
-    if cluster is None or gpu or gpus:
-        g = gpu or p.get("gpu")
-        n = gpus or p.get("gpus")
+    if cluster is None or gpu is not None or gpus is not None:
+        g = gpu if gpu is not None else p.get("gpu")
+        n = gpus if gpus is not None else p.get("gpus")
         missing = [f for f, v in (("--model", model), ("--gpu", g), ("--gpus", n)) if v is None]
         if missing:
             raise UserError(f"missing {', '.join(missing)} (or give --scenario NAME)")
@@ -166,7 +170,7 @@ def campaign(
     bar.close()
     write_report("campaign", html, png, r)
     if as_json:
-        print(json.dumps(report.as_json(r)))
+        print_json(report.as_json(r))
     else:
         report.print_campaign(r, console)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import catalog
-from ..errors import UserError, unknown_name
+from ..errors import UserError, short, unknown_name
 from .assumptions import Assumption
 
 SITE_KEYS = {
@@ -41,7 +41,7 @@ def _parse(entry: dict[str, Any], where: str) -> tuple[str, dict[str, Assumption
         else:
             value, source = raw, where
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{where}: {key} must be a number, got {value!r}")
+            raise UserError(f"{where}: {key} must be a number, got {short(value)}")
         if value < 0 or (key == "pue" and value < 1):
             raise UserError(f"{where}: {key} = {value} is impossible ({'>= 1' if key == 'pue' else '>= 0'})")
         out[key] = Assumption(value=float(value), unit=unit, source=str(source).strip())
@@ -51,7 +51,7 @@ def _parse(entry: dict[str, Any], where: str) -> tuple[str, dict[str, Assumption
 def load_site(name: str) -> tuple[str, dict[str, Assumption]]:
     """A site by id from the catalog, or from a YAML/JSON file path. Returns (site id, figures)."""
     if name.endswith((".yaml", ".yml", ".json")) or "/" in name or Path(name).is_file():
-        data = catalog.read_yaml_or_json(name)
+        data = catalog.read_yaml_or_json(name, "site file")
         if isinstance(data, dict) and "sites" in data:
             sites = data["sites"]
             if not isinstance(sites, list) or len(sites) != 1:

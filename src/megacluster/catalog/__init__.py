@@ -7,14 +7,13 @@ Lookups by short kebab-case id; an unknown id raises :class:`megacluster.errors.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError, short, unknown_name
 from ..specs import FabricSpec, GPUSpec, ModelSpec
 
 DATA = Path(__file__).parent / "data"
@@ -27,29 +26,27 @@ def load(name: str) -> Any:
         return yaml.load(f, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))   # libyaml when present
 
 
-def read_yaml_or_json(path: str | Path) -> Any:
-    """Read a user's YAML or JSON file; malformed input becomes a one-line UserError."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"file not found: {p}")
-    text = p.read_text(encoding="utf-8")
-    try:
-        if p.suffix == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{p}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"{p}: malformed YAML{where}: {getattr(e, 'problem', e)}") from None
+def read_yaml_or_json(path: str | Path, what: str = "file", hint: str = "", finite: bool = True) -> Any:
+    """Read a user's YAML or JSON file through :mod:`megacluster.userfile` (bounded size, depth and alias
+    expansion; UTF-8); anything wrong with it becomes a one-line UserError."""
+    from ..userfile import read_yaml_or_json as read
+
+    return read(path, what, hint, finite)
 
 
 def validation_message(e: ValidationError, what: str) -> str:
-    """One line out of a pydantic ValidationError."""
+    """One line out of a pydantic ValidationError: where, what is wrong, and (briefly) the value given; a
+    count past its bound says the bound and why (:mod:`megacluster.limits`)."""
+    from ..limits import why
+
     err = e.errors()[0]
     msg = str(err["msg"]).removeprefix("Value error, ")
     loc = ".".join(str(x) for x in err["loc"])
+    given = err.get("input")
+    if err.get("type") == "less_than_equal" and err["loc"] and why(str(err["loc"][-1])):
+        msg = f"{short(given)} is more than megacluster accepts: {why(str(err['loc'][-1]))}"
+    elif err["loc"] and not isinstance(given, (dict, list)) and err.get("type") not in ("missing", "value_error"):
+        msg = f"{msg}, got {short(given)}"
     return f"{what}: {loc}: {msg}" if loc else f"{what}: {msg}"
 
 

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from ..errors import UserError
+from ..errors import UserError, short
 from ..specs import ModelSpec
 from . import read_yaml_or_json, validation_message
 
@@ -70,14 +70,14 @@ class _Config:
         value = self.data.get(key)
         if value is None:
             if default is ...:
-                raise self._fail(f"missing key {key!r}, needed for this architecture")
+                raise self._fail(f"missing key {short(key)}, needed for this architecture")
             return default
         if _whole_number(value) is None:
-            raise self._fail(f"{key} must be a whole number, got {value!r}")
+            raise self._fail(f"{key} must be a whole number, got {short(value)}")
         value = _whole_number(value)
         if value < minimum:
             what = "positive" if minimum == 1 else f">= {minimum}"
-            raise self._fail(f"{key} must be {what}, got {value!r}")
+            raise self._fail(f"{key} must be {what}, got {short(value)}")
         return value
 
     def flag(self, key: str, default: bool) -> bool:
@@ -85,7 +85,7 @@ class _Config:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self._fail(f"{key} must be true or false, got {value!r}")
+            raise self._fail(f"{key} must be true or false, got {short(value)}")
         return value
 
 
@@ -114,7 +114,7 @@ def _base(c: _Config) -> dict[str, Any]:
 def _whole(c: _Config, key: str, value: Any) -> int:
     n = _whole_number(value)
     if n is None or n < 1:
-        raise c._fail(f"{key} must be a positive whole number, got {value!r}")
+        raise c._fail(f"{key} must be a positive whole number, got {short(value)}")
     return n
 
 
@@ -212,7 +212,7 @@ SUPPORTED_ARCHITECTURES = tuple(_ARCHS)
 def _architecture(data: dict, where: str) -> str:
     archs = data.get("architectures")
     if archs is not None and not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
-        raise UserError(f"{where}: 'architectures' must be a list of names, got {archs!r}")
+        raise UserError(f"{where}: 'architectures' must be a list of names, got {short(archs)}")
     candidates = list(archs or [])
     model_type = data.get("model_type")
     if isinstance(model_type, str):
@@ -266,7 +266,7 @@ def model_from_file(path: str | Path) -> ModelSpec:
     p = Path(path)
     if p.is_dir():
         p = p / "config.json"
-    data = read_yaml_or_json(p)
+    data = read_yaml_or_json(p, "model file")
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise UserError(f"{p}: expected a mapping of model fields (a Hugging Face config.json or ModelSpec "

@@ -17,7 +17,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel
 
-from ..errors import UserError
+from ..errors import UserError, short
 from ..specs import ModelSpec
 from .profiles import Profile, load_profile
 
@@ -51,9 +51,9 @@ def bytes_per_param(precision: str = "bf16", optimizer: str = "adam", weights_on
     """Checkpoint bytes per parameter: weights (+ fp32 master copy when training below fp32) + optimizer
     state. bf16 + Adam = 2 + 4 + 8 = 14 (BLOOM's 2.3 TB for 176B is about 13)."""
     if precision not in WEIGHT_BYTES:
-        raise UserError(f"unknown precision {precision!r}; use one of {', '.join(WEIGHT_BYTES)}")
+        raise UserError(f"unknown precision {short(precision)}; use one of {', '.join(WEIGHT_BYTES)}")
     if optimizer not in OPTIMIZER_BYTES:
-        raise UserError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZER_BYTES)}")
+        raise UserError(f"unknown optimizer {short(optimizer)}; use one of {', '.join(OPTIMIZER_BYTES)}")
     w = WEIGHT_BYTES[precision]
     if weights_only:
         return w
@@ -86,7 +86,7 @@ def checkpoint_cost(model: "ModelSpec | float | int | None", n_gpus: int, profil
         raise UserError(f"parameter count must be positive, got {params}")
     mode = mode or prof.checkpoint.mode.value
     if mode not in ("sync", "async", "memory"):
-        raise UserError(f"unknown checkpoint mode {mode!r}; use sync, async or memory")
+        raise UserError(f"unknown checkpoint mode {short(mode)}; use sync, async or memory")
     st = prof.storage
     wg = write_gbs if write_gbs is not None else st.write_gbs.value
     rg = read_gbs if read_gbs is not None else st.read_gbs.value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Optional
 
@@ -13,6 +12,7 @@ from ..report.tables import wide_console
 from rich.table import Table
 
 from ..errors import UserError
+from ..jsonout import print_json
 from .failures import job_rates
 from .profiles import load_profile
 from .simulate import ReliabilityResult, simulate_reliability
@@ -38,6 +38,8 @@ def _secs(s: float) -> str:
 def render(res: ReliabilityResult, console: Console) -> None:
     """Print a result as rich tables."""
     prof = load_profile(res.profile)
+    for note in res.notes:
+        console.print(f"note: {note}")
     console.print(f"[bold]Reliability of {res.n_gpus:,} GPUs for {res.training_days:g} training days[/bold]  "
                   f"profile [cyan]{res.profile}[/cyan] ({prof.name}); {res.trials:,} trials, seed {res.seed}, "
                   f"{res.distribution} failures")
@@ -181,7 +183,7 @@ def reliability(
                                    progress=bar, **overrides)
     write_report("reliability", html, png, res)
     if as_json:
-        print(json.dumps(res.model_dump(mode="json")))
+        print_json(res.model_dump(mode="json"))
         return
     render(res, wide_console())
 

@@ -71,15 +71,25 @@ def mttf_hours(profile: Profile, n_gpus: int) -> float:
     return job_rates(profile, n_gpus).mttf_hours
 
 
+def _poisson_pmf(i: int, mean: float) -> float:
+    """P(Poisson(mean) = i), in log space (exp(-mean) underflows to 0 past a mean of about 745)."""
+    if mean <= 0:
+        return 1.0 if i == 0 else 0.0
+    return math.exp(i * math.log(mean) - mean - math.lgamma(i + 1))
+
+
+def _poisson_tail_end(mean: float) -> float:
+    """A count past which P(Poisson(mean) >= k) is below 1e-30 (40 standard deviations and a margin)."""
+    return mean + 40.0 * math.sqrt(mean) + 100.0
+
+
 def _poisson_sf(k: int, mean: float) -> float:
     """P(Poisson(mean) >= k)."""
     if k <= 0:
         return 1.0
-    term = math.exp(-mean)
-    cdf = term
-    for i in range(1, k):
-        term *= mean / i
-        cdf += term
+    if k > _poisson_tail_end(mean):
+        return 0.0
+    cdf = math.fsum(_poisson_pmf(i, mean) for i in range(k))
     return max(0.0, 1.0 - cdf)
 
 
@@ -98,7 +108,11 @@ def spare_shortage_probability(hardware_per_hour: float, repair_hours: float, sp
 def spares_needed(hardware_per_hour: float, repair_hours: float, shortage: float = 0.01) -> int:
     """Smallest hot-spare pool (nodes) for which a hardware failure waits for a repair less than
     ``shortage`` of the time."""
-    s = 0
-    while spare_shortage_probability(hardware_per_hour, repair_hours, s) >= shortage:
+    mean = hardware_per_hour * repair_hours
+    cdf, s = 0.0, 1                           # a failure always finds no spare free when there are none
+    while s <= _poisson_tail_end(mean):       # one pass: cdf = P(count <= s - 1), shortage(s) = 1 - cdf
+        cdf += _poisson_pmf(s - 1, mean)
+        if 1.0 - cdf < shortage:
+            return s
         s += 1
     return s

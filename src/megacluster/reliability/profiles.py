@@ -19,7 +19,7 @@ Group = Literal["gpu", "host", "network", "software", "planned", "other"]
 
 
 class _M(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Sourced(_M):
@@ -94,7 +94,8 @@ class Distribution(_M):
     """Distribution of the time from a restart to the next interruption (renewed at every restart)."""
 
     kind: Literal["exponential", "weibull", "bursty"] = "exponential"
-    weibull_shape: float = Field(0.7, gt=0, description="Weibull shape k (k < 1: failures cluster after restarts)")
+    weibull_shape: float = Field(0.7, ge=0.1, le=10,
+                                 description="Weibull shape k (k < 1: failures cluster after restarts)")
     burst_fraction: float = Field(0.2, ge=0, lt=1, description="share of restarts followed by a quick re-failure")
     burst_mean_minutes: float = Field(30.0, gt=0, description="mean time to the quick re-failure")
     source: str = ""
@@ -159,7 +160,7 @@ def load_profile(profile: "str | Path | Profile | dict" = "llama3-h100") -> Prof
         return _validate(profile, "reliability profile")
     name = str(profile)
     if isinstance(profile, Path) or name.endswith((".yaml", ".yml", ".json")) or "/" in name:
-        return _validate(catalog.read_yaml_or_json(name), str(name))
+        return _validate(catalog.read_yaml_or_json(name, "reliability profile"), str(name))
     entries: dict[str, dict] = {}
     for e in catalog.load("reliability")["profiles"]:
         entries[e["id"]] = e

@@ -25,7 +25,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 from pydantic import BaseModel, Field
 
-from ..errors import UserError
+from ..errors import UserError, short
+from ..limits import check_number
 from ..specs import ModelSpec
 from .checkpoint import CheckpointCost, checkpoint_cost
 from .failures import JobRates, job_rates, spare_shortage_probability, spares_needed
@@ -33,6 +34,21 @@ from .intervals import daly, exponential_optimum, young
 from .profiles import Profile, load_profile
 
 POOL = 200_000  # attempts in the interval-search pool
+MAX_ATTEMPTS = 4_000_000  # trials x attempts one simulation may draw (a few seconds); fewer trials past it
+WEIBULL_SHAPES = (0.1, 10.0)  # Weibull shapes accepted (Schroeder & Gibson 2007 fit 0.7-0.8 to HPC failures)
+MIN_INTERVAL_MINUTES = 1.0 / 60.0  # a checkpoint interval shorter than a second is not a plan
+# the most each override may be: past these the figures describe no real job (and overflow the arithmetic)
+OVERRIDE_MAX = {
+    "detect_minutes": (10_080.0, "a week"), "restart_minutes": (10_080.0, "a week"),
+    "repair_hours": (8_760.0, "a year"), "stall_seconds": (86_400.0, "a day"), "step_seconds": (86_400.0, "a day"),
+    "burst_mean_minutes": (10_080.0, "a week"), "rate_scale": (10_000.0, "10,000 times the profile's rates"),
+    "spares": (10_000_000, "ten million nodes"), "write_gbs": (1e7, "10 PB/s"), "read_gbs": (1e7, "10 PB/s"),
+    "node_gbs": (1e6, "1 PB/s per node"), "shards": (10_000_000, "ten million writers"),
+}
+# the least a positive override may be (0 keeps its meaning where it has one: no step boundaries)
+OVERRIDE_MIN = {"step_seconds": (1e-3, "a millisecond"), "write_gbs": (1e-3, "1 MB/s"),
+                "read_gbs": (1e-3, "1 MB/s"), "node_gbs": (1e-3, "1 MB/s"), "stall_seconds": (1e-6, "a microsecond"),
+                "burst_mean_minutes": (1e-3, "a few milliseconds")}
 CHUNK_ELEMENTS = 1_000_000  # trials x attempts processed at once (memory bound)
 
 OVERRIDES = {
@@ -117,6 +133,7 @@ class ReliabilityResult(BaseModel):
     # "start_h", "run_h", "work_h", "lost_h", "down_h" (wall-clock hours), "cause" (component ids), "end_h",
     # "last_work_h" (the work of the attempt that finishes), "profile"
     example_run: Optional[dict[str, Any]] = Field(default=None, exclude=True)
+    notes: list[str] = []
 
 
 # --------------------------------------------------------------------------------------------- sampling
@@ -219,7 +236,12 @@ def _campaign(rng, sampler: _Sampler, planned_c: np.ndarray, ncomp: int, trials:
     active = np.arange(trials)
     finished = 0
     block = int(min(max(expected_attempts * 1.15 + 6.0 * math.sqrt(expected_attempts) + 8, 16), 2_000_000))
+    drawn = 0
     while active.size:
+        drawn += active.size * block
+        if drawn > 4 * MAX_ATTEMPTS:
+            raise UserError(f"the simulation drew {drawn:,} attempts without finishing every run (interruptions "
+                            "too frequent for the checkpoint interval); give a shorter --checkpoint-interval")
         rows_per_chunk = max(1, CHUNK_ELEMENTS // block)
         still = []
         for s in range(0, active.size, rows_per_chunk):
@@ -302,16 +324,30 @@ def _check_overrides(overrides: dict) -> None:
     bad = sorted(set(overrides) - set(OVERRIDES))
     if bad:
         raise UserError(f"unknown reliability option(s) {', '.join(bad)}; known: {', '.join(sorted(OVERRIDES))}")
+    for k, v in overrides.items():    # NaN passes every comparison below unnoticed; infinity hangs the simulation
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isfinite(v):
+            raise UserError(f"{k} must be a finite number, got {v}")
     for k in ("detect_minutes", "restart_minutes", "repair_hours", "stall_seconds", "rate_scale", "step_seconds"):
         v = overrides.get(k)
         if v is not None and (not math.isfinite(float(v)) or float(v) < 0):
             raise UserError(f"{k} must be a non-negative number, got {v}")
+    for k, (most, why) in OVERRIDE_MAX.items():
+        v = overrides.get(k)
+        if v is not None and isinstance(v, (int, float)) and v > most:
+            raise UserError(f"{k} must be at most {most:g} ({why}), got {v:g}")
+    for k, (least, why) in OVERRIDE_MIN.items():
+        v = overrides.get(k)
+        if v is not None and isinstance(v, (int, float)) and 0 < v < least:
+            raise UserError(f"{k} must be at least {least:g} ({why}), got {v:g}")
     sp = overrides.get("spares")
     if sp is not None and int(sp) < 0:
         raise UserError(f"spares must be a non-negative count of nodes, got {sp}")
     k = overrides.get("weibull_shape")
     if k is not None and float(k) <= 0:
         raise UserError(f"weibull_shape must be positive, got {k}")
+    if k is not None and not WEIBULL_SHAPES[0] <= float(k) <= WEIBULL_SHAPES[1]:
+        raise UserError(f"weibull_shape must be between {WEIBULL_SHAPES[0]:g} and {WEIBULL_SHAPES[1]:g} (fitted "
+                        f"failure data lie between 0.3 and 3), got {k:g}")
     bf = overrides.get("burst_fraction")
     if bf is not None and not 0 <= float(bf) < 1:
         raise UserError(f"burst_fraction must be in [0, 1), got {bf}")
@@ -320,7 +356,7 @@ def _check_overrides(overrides: dict) -> None:
         raise UserError(f"burst_mean_minutes must be positive, got {bm}")
     dist = overrides.get("distribution")
     if dist is not None and dist not in ("exponential", "weibull", "bursty"):
-        raise UserError(f"unknown failure distribution {dist!r}; use exponential, weibull or bursty")
+        raise UserError(f"unknown failure distribution {short(dist)}; use exponential, weibull or bursty")
 
 
 def _resolve_model(model) -> "ModelSpec | None":
@@ -368,13 +404,21 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
     """
     _check_overrides(overrides)
     if not isinstance(n_gpus, (int, np.integer)) or isinstance(n_gpus, bool) or n_gpus <= 0:
-        raise UserError(f"GPU count must be a positive integer, got {n_gpus}")
-    if not math.isfinite(days) or days <= 0:
-        raise UserError(f"training days must be positive, got {days}")
+        raise UserError(f"GPU count must be a positive integer, got {short(n_gpus)}")
+    check_number("--gpus", int(n_gpus), "gpus", integer=True)
+    if not isinstance(days, (int, float)) or isinstance(days, bool) or not math.isfinite(days) or days <= 0:
+        raise UserError(f"training days must be a positive, finite number, got {short(days)}")
+    check_number("--days", days, "days")
     if trials < 1 or trials > 1_000_000:
         raise UserError(f"trials must be between 1 and 1,000,000, got {trials}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 63:
+        raise UserError(f"--seed must be a whole number from 0 to 2^63 - 1, got {short(seed)}")
     if checkpoint_interval_minutes is not None and not checkpoint_interval_minutes > 0:
         raise UserError(f"checkpoint interval must be positive minutes, got {checkpoint_interval_minutes}")
+    if checkpoint_interval_minutes is not None and not (
+            MIN_INTERVAL_MINUTES <= checkpoint_interval_minutes <= days * 24 * 60):
+        raise UserError(f"checkpoint interval must be between one second ({MIN_INTERVAL_MINUTES:.4f} min) and the "
+                        f"run's {days * 24 * 60:,.0f} training minutes, got {checkpoint_interval_minutes:g}")
     prof = load_profile(profile)
     spec = _resolve_model(model)
     rec = prof.recovery
@@ -441,7 +485,22 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
             raise UserError(f"checkpoint interval {checkpoint_interval_minutes:g} min is shorter than the time a "
                             f"checkpoint takes to become durable ({ck.durable_lag_s / 60:.1f} min)")
 
-    exp_attempts = work_h / max(g_best, 0.05) / sampler.mean + 1.0
+    # the cost of the simulation: trials x attempts per trial, bounded (a run that cannot finish, or would
+    # draw more than MAX_ATTEMPTS attempts, is refused; past that, fewer trials are run and a note says so)
+    g_tau = 1.0 / _expected_ratio(tau, pool, delta, lag)
+    if g_tau < 1e-3:
+        raise UserError(f"with a checkpoint every {tau * 60:.4g} min the job would almost never keep its work "
+                        f"(expected goodput {g_tau:.2%}); the best interval here is {best_h * 60:.1f} min")
+    exp_attempts = work_h / max(min(g_best, g_tau), 0.05) / sampler.mean + 1.0
+    notes: list[str] = []
+    if exp_attempts > MAX_ATTEMPTS:
+        raise UserError(f"{n_gpus:,} GPUs for {days:g} days would see about {exp_attempts:,.0f} interruptions per "
+                        f"run; megacluster simulates at most {MAX_ATTEMPTS:,} (fewer --days or --gpus)")
+    if trials * exp_attempts > MAX_ATTEMPTS:
+        fewer = max(1, int(MAX_ATTEMPTS // exp_attempts))
+        notes.append(f"{fewer:,} trials instead of {trials:,}: each run sees about {exp_attempts:,.0f} "
+                     f"interruptions and a simulation draws at most {MAX_ATTEMPTS:,}")
+        trials = fewer
     rng = np.random.default_rng([seed, 2])
     wall, n_int, counts, lost, down, stall = _campaign(rng, sampler, planned_c, len(rates.ids), int(trials),
                                                        work_h, tau, delta, lag, exp_attempts, progress)
@@ -507,7 +566,7 @@ def simulate_reliability(n_gpus: int, days: float, profile: "str | Profile" = "l
         daly_comparison=_daly_statement(dist, best_h * 60.0, daly_h * 60.0, g_best, g_daly, shape, bf),
         spares=spares, spare_shortage_probability=p_short,
         spares_needed=spares_needed(rates.hardware_rate, repair_h),
-        anchors=anchors, assumptions=assumptions,
+        anchors=anchors, assumptions=assumptions, notes=notes,
         interval_curve=_interval_curve(pool, delta, lag, work_h, best_h),
         example_run={**_example_run(np.random.default_rng([seed, 3]), sampler, planned_c, list(rates.ids), work_h,
                                     tau, delta, lag), "profile": prof.id},

@@ -24,6 +24,7 @@ def short_source(text: str, limit: int = 100) -> str:
 
 
 def entries(kind: str) -> list[dict[str, Any]]:
+    kind = str(kind).strip().lower()
     if kind not in KINDS:
         raise unknown_name("catalog kind", kind, KINDS)
     return list(catalog.load(kind)[kind])
@@ -142,16 +143,23 @@ TABLES = {"gpus": gpus_table, "models": models_table, "fabrics": fabrics_table, 
           "scenarios": scenarios_table, "sites": sites_table}
 
 
-def entry_table(kind: str, entry_id: str) -> Table:
-    """Every field of one catalog entry, the source in full."""
+def find_entry(kind: str, entry_id: str) -> dict[str, Any]:
+    """One catalog entry by id or alias, in any case (as ``estimate`` resolves names), else the unknown-name
+    error naming the nearest."""
     by_id = {}
     for e in entries(kind):
         by_id[e["id"]] = e
         for a in e.get("aliases") or []:
             by_id[a] = e
-    if entry_id not in by_id:
+    key = catalog._key(by_id, entry_id)
+    if key not in by_id:
         raise unknown_name(kind.rstrip("s"), entry_id, by_id)
-    e = by_id[entry_id]
+    return by_id[key]
+
+
+def entry_table(kind: str, entry_id: str) -> Table:
+    """Every field of one catalog entry, the source in full."""
+    e = find_entry(kind, entry_id)
     rows = [(k, " ".join(str(v).split())) for k, v in e.items() if k != "source"]
     if kind == "models":
         m = catalog.model(e["id"])

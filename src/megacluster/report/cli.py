@@ -3,7 +3,6 @@ the figures come from :mod:`megacluster.estimate`, :mod:`megacluster.validate` a
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -29,7 +28,8 @@ _FRAMEWORK = typer.Option(None, "--framework", help="software stack: megatron, t
                           "(`megacluster catalog stacks`)")
 _COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile-fused elementwise kernels")
 _ASYNC_TP = typer.Option(None, "--async-tp/--no-async-tp", help="async (micro-pipelined) tensor parallelism")
-_FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed")
+_FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed, "
+                           "blockwise or mxfp8")
 _JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
 _HTML = typer.Option(None, "--html", help="also write an interactive HTML report (one file, no network needed)")
 _PNG = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and Chromium)")
@@ -44,7 +44,9 @@ def _console() -> Console:
 
 
 def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, default=float))
+    from ..jsonout import print_json
+
+    print_json(obj)
 
 
 def _pick(flag: Any, planned: Any) -> Any:
@@ -191,16 +193,14 @@ def catalog_cmd(
     json_out: bool = _JSON,
 ) -> None:
     """List the catalog: accelerators, models, fabrics and software stacks, with key figures and sources."""
-    from .catalog_view import KINDS, TABLES, entries, entry_table
+    from .catalog_view import KINDS, TABLES, entries, entry_table, find_entry
 
+    kind = kind.strip().lower() if kind else kind          # `catalog GPUs H100-SXM` as `catalog gpus h100-sxm`
     if json_out:
         kinds = [kind] if kind else list(KINDS)
         out = {k: entries(k) for k in kinds}
         if entry:
-            out = {"entry": next((e for e in out[kind] if e["id"] == entry or entry in (e.get("aliases") or [])),
-                                 None)}
-            if out["entry"] is None:
-                entry_table(kind, entry)            # raises the unknown-name error
+            out = {"entry": find_entry(kind, entry)}
         _print_json(out)
         return
     con = _console()
@@ -259,6 +259,7 @@ def plan_cmd(
     async_tp: Optional[bool] = _ASYNC_TP,
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
+    force: bool = typer.Option(False, "--force", help="let --out replace a file that is not a megacluster plan"),
     json_out: bool = _JSON,
     html: Optional[Path] = _HTML,
     png: Optional[Path] = _PNG,
@@ -276,7 +277,7 @@ def plan_cmd(
                                   gpus_per_node=gpus_per_node),
              stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe),
              out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
-             tp_across_nodes=tp_across_nodes, html=html, png=png)
+             tp_across_nodes=tp_across_nodes, html=html, png=png, force=force)
 
 
 def _bounds(lo: Optional[int], hi: Optional[int]) -> Optional[tuple[int, int]]:

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from .. import catalog
 from ..cluster import make_cluster
-from ..errors import UserError
+from ..errors import UserError, short
+from ..limits import check_number
 from ..specs import ClusterSpec, Layout, ModelSpec, StackSpec
 
 RECOMPUTE_CHOICES = ("none", "selective", "full")
@@ -31,13 +32,13 @@ def choice(flag: str, value: Optional[str], choices: tuple[str, ...]) -> Optiona
     if value is None or value in choices:
         return value
     close = difflib.get_close_matches(str(value).lower(), choices, n=1, cutoff=0.3)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"unknown {flag} {value!r}{hint} (choose {', '.join(choices)})")
+    hint = f"; did you mean {short(close[0])}?" if close else ""
+    raise UserError(f"unknown {flag} {short(value)}{hint} (choose {', '.join(choices)})")
 
 
 def positive(flag: str, value: Any) -> None:
-    if value is not None and value <= 0:
-        raise UserError(f"{flag} must be positive, got {value}")
+    """Refuse a value that is not a positive, finite number within its bound (:mod:`megacluster.limits`)."""
+    check_number(flag, value, integer=isinstance(value, int))
 
 
 @dataclass

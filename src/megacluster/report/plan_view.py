@@ -4,7 +4,6 @@ the best plan."""
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ..errors import UserError
+from ..errors import UserError, short
+from ..jsonout import print_json
 from ..uncertainty import estimate_band, estimate_intervals, json_fields
 from .inputs import PRECISION_CHOICES, RECOMPUTE_CHOICES, choice, positive, resolve_cluster, resolve_model, \
     resolve_stack
@@ -71,7 +71,8 @@ def parse_sizes(text: str) -> list[int]:
         try:
             n = int(part.replace("_", "")) * mult
         except ValueError:
-            raise UserError(f"--sweep-gpus: {part!r} is not a number of GPUs (write e.g. 1024,4096,16384)") from None
+            raise UserError(f"--sweep-gpus: {short(part)} is not a number of GPUs (write e.g. 1024,4096,16384)"
+                            ) from None
         if n <= 0:
             raise UserError(f"--sweep-gpus: GPU counts must be positive, got {n}")
         sizes.append(n)
@@ -158,7 +159,7 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
              headroom: Optional[float], sweep_gpus: Optional[str], cluster_flags: dict[str, Any],
              stack_flags: dict[str, Any], out: Optional[Path], json_out: bool,
              global_batch_bounds: Optional[tuple[int, int]] = None, tp_across_nodes: bool = False,
-             html: Optional[Path] = None, png: Optional[Path] = None) -> None:
+             html: Optional[Path] = None, png: Optional[Path] = None, force: bool = False) -> None:
     from ..search import search, sweep
     from .html import write_report
     from .progress import progress_bar
@@ -194,7 +195,7 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
             for row, iv in zip(d["rows"], ivs):
                 if iv is not None:
                     row.update(json_fields(iv))
-            print(json.dumps(d, default=float))
+            print_json(d)
             return
         con = _console()
         con.print(sweep_table(res, ivs))
@@ -203,6 +204,10 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         return
 
     cluster = resolve_cluster(gpu, gpus, **cluster_flags)
+    if out is not None:
+        from ..plan_file import check_plan_target
+
+        check_plan_target(out, force)                  # a file that is not a plan: refuse before searching
     bar = SearchProgress(f"searching layouts of {spec.name} on {cluster.n_gpus:,} x {cluster.gpu.id}",
                          enabled=False if json_out else None)
     points = None
@@ -219,7 +224,7 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
     if out is not None:
         from ..plan_file import save_plan
 
-        saved = save_plan(out, str(model), cluster, res.best.layout, stack, estimate=res.best)
+        saved = save_plan(out, str(model), cluster, res.best.layout, stack, estimate=res.best, force=force)
     ivs = [estimate_intervals(e, spec, cluster.gpu) for e in res.top]
     if json_out:
         d = res.as_json()
@@ -228,7 +233,7 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
             row.update(json_fields(iv))
         if saved is not None:
             d["saved"] = str(saved)
-        print(json.dumps(d, default=float))
+        print_json(d)
         return
     con = _console()
     con.print(ranking_table(res, ivs))

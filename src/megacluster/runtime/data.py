@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..userfile import MAX_TEXT_BYTES, read_text
 
 DEFAULT_CORPUS = "python"
 
@@ -52,17 +53,17 @@ def _python_texts() -> tuple[str, ...]:
 
 def _read_jsonl(path: Path, key: str) -> list[str]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or key not in row:
-                raise UserError(f"{path}: line {n} has no {key!r} field (choose the field with --text-key)")
-            out.append(str(row[key]))
+    for n, line in enumerate(read_text(path, "data file", MAX_TEXT_BYTES).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as e:
+            why = getattr(e, "msg", "nested too deeply")
+            raise UserError(f"{path}: line {n} is not valid JSON ({why})") from None
+        if not isinstance(row, dict) or key not in row:
+            raise UserError(f"{path}: line {n} has no {key!r} field (choose the field with --text-key)")
+        out.append(str(row[key]))
     return out
 
 
@@ -97,10 +98,7 @@ def read_texts(source: str, text_key: str = "text") -> list[str]:
         return [t for f in files for t in read_texts(str(f), text_key)]
     if p.suffix == ".jsonl":
         return _read_jsonl(p, text_key)
-    try:
-        return [p.read_text(encoding="utf-8")]
-    except UnicodeDecodeError:
-        raise UserError(f"{p}: not UTF-8 text (give a .txt or .jsonl file)") from None
+    return [read_text(p, "data file", MAX_TEXT_BYTES)]
 
 
 class ByteTokenizer:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 import time
 
 import torch
@@ -16,6 +15,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..jsonout import print_json
 from . import metrics as M
 from .checkpoint import Checkpointer
 from .config import TrainConfig
@@ -364,9 +364,7 @@ def _run(cfg: TrainConfig, d) -> dict:
     result = {"measured": summary, "prediction": est.model_dump(mode="json") if est is not None else None,
               "prediction_note": note, "config": cfg.describe(), "json": js}
     if cfg.json and d.is_main:
-        import json
-
-        sys.stdout.write(json.dumps(js) + "\n")
+        print_json(js)
     return result
 
 
