@@ -38,10 +38,10 @@ def read_run(path: Path, key: str = "step_time_s") -> dict:
     """(config, measured median step seconds, steady steps, threads) of one metrics JSONL; no steady step or
     no start record: a one-line UserError. ``key``: step_time_s (wall) or cpu_time_s (rank 0's CPU time)."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"--from-metrics {p}: file not found")
+    from ..userfile import MAX_TEXT_BYTES, read_text
+
     start, steps = None, []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for i, line in enumerate(read_text(p, "--from-metrics", MAX_TEXT_BYTES).splitlines(), 1):
         if not line.strip():
             continue
         try:
