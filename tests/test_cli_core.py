@@ -10,7 +10,8 @@ import pytest
 
 from cli_helpers import run_cli
 from megacluster import catalog
-from megacluster.report.plan_view import SearchProgress, parse_sizes
+from megacluster.report.plan_view import parse_sizes
+from megacluster.report.progress import ProgressBar
 
 HF = Path(__file__).parent / "data" / "hf"
 GPT3 = ["--model", "gpt3-175b", "--gpu", "h100-sxm"]
@@ -319,12 +320,12 @@ def test_parse_sizes():
 
 
 def test_search_progress_bar_runs_and_closes():
-    p = SearchProgress("test", enabled=True, after_s=0.0)
+    p = ProgressBar("test", "layouts", enabled=True, after_s=0.0)
     p(10, 100)
     p(100, 100)
     assert p.bar is not None and p.calls == 2
     p.close()
     assert p.bar is None
-    quiet = SearchProgress("test", enabled=False)
+    quiet = ProgressBar("test", enabled=False)
     quiet(1, 2)
     assert quiet.bar is None

@@ -4,13 +4,10 @@ the best plan."""
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ..errors import UserError, short
@@ -18,42 +15,9 @@ from ..jsonout import print_json
 from ..uncertainty import estimate_band, estimate_intervals, json_fields
 from .inputs import PRECISION_CHOICES, RECOMPUTE_CHOICES, choice, positive, resolve_cluster, resolve_model, \
     resolve_stack
+from .progress import ProgressBar, progress_bar
 from .tables import basis_text, estimate_tables, fmt_seconds, interval_text, layout_label
 
-PROGRESS_AFTER_S = 1.0
-
-
-class SearchProgress:
-    """``progress(done, total)`` callback: a rich bar on stderr once the search has run for a second (only
-    when stderr is a terminal, so that logs and pipes stay clean)."""
-
-    def __init__(self, label: str, enabled: Optional[bool] = None, after_s: float = PROGRESS_AFTER_S):
-        self.label = label
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.after_s = after_s
-        self.t0 = time.perf_counter()
-        self.bar: Optional[Progress] = None
-        self.task = None
-        self.calls = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        self.calls += 1
-        if not self.enabled:
-            return
-        if self.bar is None:
-            if time.perf_counter() - self.t0 < self.after_s:
-                return
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.completed:,}/{task.total:,} layouts"), TimeElapsedColumn(),
-                                console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total)
-        self.bar.update(self.task, completed=done, total=total)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -162,7 +126,6 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
              html: Optional[Path] = None, png: Optional[Path] = None, force: bool = False) -> None:
     from ..search import search, sweep
     from .html import write_report
-    from .progress import progress_bar
 
     spec = resolve_model(model)
     if gpu is None:
@@ -208,8 +171,8 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         from ..plan_file import check_plan_target
 
         check_plan_target(out, force)                  # a file that is not a plan: refuse before searching
-    bar = SearchProgress(f"searching layouts of {spec.name} on {cluster.n_gpus:,} x {cluster.gpu.id}",
-                         enabled=False if json_out else None)
+    bar = ProgressBar(f"searching layouts of {spec.name} on {cluster.n_gpus:,} x {cluster.gpu.id}", "layouts",
+                      enabled=False if json_out else None)
     points = None
     if html is not None or png is not None:
         from .html.plan_figs import SearchPoints
