@@ -100,11 +100,11 @@ def main() -> None:
     for i in pick:
         label, procs, flags = LAYOUTS[i]
         res = run_layout(hw, procs, flags, a.steps, a.threads, tmp)
-        pred, meas = res["prediction"], res["measured"]["step_time_s"]
-        cpu = res["measured"].get("cpu_time_s") or float("nan")
+        pred, meas = res["predicted"], res["step_time_s"]
+        cpu = res.get("cpu_time_s") or float("nan")
         p = pred["step_time_s"] if pred else float("nan")
         rows.append((label, p, meas, cpu))
-        dev = pred["gpu"] if pred else res["prediction_note"][:22]
+        dev = pred["hardware"].split(" x ", 1)[1] if pred else (res["predicted_reason"] or "")[:22]
         print(f"{i + 1:>2} {label:38} {dev:22} {p:11.4g} {meas:10.4g} {p / meas:9.2f} {cpu:7.4g} {p / cpu:8.2f}",
               flush=True)
     for name, col in (("wall", 2), ("CPU time of rank 0", 3)):

@@ -97,6 +97,7 @@ def summary_json(cfg: TrainConfig, records: list[dict], summary: dict, est, note
            "loss_first": records[0]["loss"] if records else None,
            "loss_last": records[-1]["loss"] if records else None,
            "tokens_per_s": summary.get("tokens_per_s"), "step_time_s": summary.get("step_time_s"),
+           "cpu_time_s": summary.get("cpu_time_s"),     # rank 0's CPU seconds per steady step (median)
            "mfu": summary.get("mfu"), "peak_memory_gib": summary.get("memory_gib"),
            "layout": {**cfg.layout.model_dump(mode="json"), "precision": cfg.precision,
                       "schedule": cfg.schedule if cfg.layout.pp > 1 else None},
