@@ -127,14 +127,21 @@ def test_interval_comes_from_the_campaign_when_it_carries_one():
     assert iv is None and "--mfu" in note
 
 
-def test_size_writes_the_answers_campaign_as_html(tmp_path):
-    from typer.testing import CliRunner
-
-    from megacluster.cli import app
-
+def test_size_writes_the_answers_campaign_as_html(capsys, tmp_path):
     out = tmp_path / "size.html"
-    r = CliRunner().invoke(app, ["size", "--model", "llama3.1-8b", "--tokens", "1T", "--days", "20", "--trials", "20",
-                                 "--html", str(out)])
-    assert r.exit_code == 0, r.output
+    code, _, err = run_cli(capsys, "size", "--model", "llama3.1-8b", "--tokens", "1T", "--days", "20", "--trials",
+                           "20", "--html", str(out))
+    assert code == 0, err
     text = out.read_text()
     assert "megacluster size" in text and "plotly" in text.lower()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--days", "1e9"], "at most 36,500 (100 years of training)"),
+    (["--days", "30", "--gpus", "99999999999999999999"], "--gpus 99999999999999999999 is more than megacluster accepts"),
+    (["--days", "nan"], "--days must be a finite number"),
+    (["--days", "30", "--max-mw", "-1"], "--max-mw must be positive"),
+])
+def test_size_refuses_limits_no_system_could_have(capsys, args, message):
+    code, out, err = run_cli(capsys, "size", "--model", "llama3.1-8b", "--tokens", "1T", *args)
+    assert code == 2 and err.count("error:") == 1 and message in err and "Traceback" not in err

@@ -36,7 +36,8 @@ from .campaign.chinchilla import LAWS, compute_optimal
 from .campaign.cost import capex
 from .campaign.sites import load_site
 from .cluster import make_cluster
-from .errors import UserError
+from .errors import UserError, short
+from .limits import check_number
 from .specs import GPUSpec, ModelSpec, StackSpec
 
 MAX_GPUS = 2 ** 23                  # no answer beyond 8M GPUs
@@ -323,15 +324,13 @@ def size(model: Union[str, ModelSpec, None] = None, tokens: Optional[float] = No
     """
     t0 = time.perf_counter()
     g = catalog.gpu(gpu) if isinstance(gpu, str) else gpu
-    for name, v in (("days", days), ("max_mw", max_mw), ("budget_usd", budget_usd), ("gpus", gpus),
-                    ("compute_flops", compute_flops), ("tokens", tokens)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or
-                              not math.isfinite(v)):
-            raise UserError(f"--{name.replace('_', '-')} must be a positive number, got {v!r}")
+    for flag, v in (("--days", days), ("--max-mw", max_mw), ("--budget-usd", budget_usd), ("--gpus", gpus),
+                    ("--compute", compute_flops), ("--tokens", tokens)):
+        check_number(flag, v, integer=flag == "--gpus")    # finite, positive, within limits.py's bounds
     if precision not in ("bf16", "fp8", "any"):
-        raise UserError(f"--precision must be bf16, fp8 or any, got {precision!r}")
+        raise UserError(f"--precision must be bf16, fp8 or any, got {short(precision)}")
     if law not in LAWS:
-        raise UserError(f"unknown scaling law {law!r}; known: {', '.join(LAWS)}")
+        raise UserError(f"unknown scaling law {short(law)}; known: {', '.join(LAWS)}")
     if model is not None and compute_flops is not None:
         raise UserError("give a model or a compute budget (--compute), not both")
     if compute_flops is not None and tokens is not None:
