@@ -62,13 +62,13 @@ def test_compute_budget_picks_the_model_by_the_law():
 
 @pytest.mark.parametrize("kw, msg", [
     (dict(model="llama3.1-8b", tokens=1e12), "say what limits the cluster"),
-    (dict(model="llama3.1-8b", tokens=1e12, days=-1), "--days must be a positive number"),
+    (dict(model="llama3.1-8b", tokens=1e12, days=-1), "--days must be positive, got -1"),
     (dict(model="llama3.1-8b", compute_flops=1e23, days=3), "a model or a compute budget"),
     (dict(gpus=64), "--days is needed"),
     (dict(model="llama3.1-8b", tokens=1e12, days=3, precision="fp4"), "--precision must be"),
     (dict(compute_flops=1e23, days=3, law="kaplan"), "unknown scaling law"),
     (dict(model="llama3.1-8b", tokens=1e12, max_mw=1e-6), "less than one"),
-    (dict(model="llama3.1-8b", tokens="15.6T", days=3), "--tokens must be a positive number"),
+    (dict(model="llama3.1-8b", tokens="15.6T", days=3), "--tokens must be a number, got .15.6T."),
 ])
 def test_bad_input_raises_one_line(kw, msg):
     with pytest.raises(UserError, match=msg):
