@@ -221,3 +221,14 @@ def test_tiny_calibration_then_train_predicts_and_from_metrics_refines(tmp_path)
     assert abs(run["error_after"]) <= abs(run["error_before"]) + 1e-9 and rep["moved"]
     assert any(s["id"] == "torchtitan" for s in read_profile(refined)["stacks"])
     assert yaml.safe_load(refined.read_text())["refinements"][0]["runs"] == ["run.jsonl"]
+
+
+@pytest.mark.parametrize("gpu, message", [("bogus", "bogus"), ("h100-sxm", "--gpu h100-sxm: this calibration "
+                                                                           "measures the CPU")])
+def test_calibrate_refuses_a_gpu_it_does_not_measure(tmp_path, gpu, message):
+    pytest.importorskip("torch")
+    from megacluster.calibrate.measure import calibrate
+    from megacluster.errors import UserError
+
+    with pytest.raises(UserError, match=message):
+        calibrate(gpu=gpu, device="cpu", tiny=True)

@@ -69,6 +69,11 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
     dev_type = "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
     if dev_type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible to PyTorch (use --device cpu)")
+    if gpu is not None:
+        catalog.gpu(gpu)                # an unknown id: one line, before any benchmark runs
+        if dev_type == "cpu":
+            raise UserError(f"--gpu {gpu}: this calibration measures the CPU (no CUDA device is used), so no catalog "
+                            "GPU applies; drop --gpu, or run on the machine with that GPU")
     sw = bench.sweep(dev_type, quick, tiny)
     cores = os.cpu_count() or 1
     if dev_type == "cpu":
