@@ -251,9 +251,9 @@ def test_megatron_deepspeed_is_the_deepspeed_stack():
 
 
 def test_unknown_framework_and_fabric_are_predicted_with_defaults_and_say_so():
-    out = validate_runs([_run("x", stack={"framework": "maxtext"}, fabric="efa")])
+    out = validate_runs([_run("x", stack={"framework": "maxtext"}, fabric="slingshot-11")])
     r = out["runs"][0]
-    assert r.framework == "maxtext (as megatron)" and "'maxtext'" in r.note and "'efa'" in r.note
+    assert r.framework == "maxtext (as megatron)" and "'maxtext'" in r.note and "'slingshot-11'" in r.note
     assert r.predicted == pytest.approx(_predicted(_run("canonical")))    # megatron on the default fabric
 
 
@@ -368,3 +368,21 @@ def test_the_more_set_has_at_least_60_sourced_runs():
     runs = load_runs("more")
     assert len(runs) >= 60 and len({r["id"] for r in runs}) == len(runs)
     assert all(r["source"].get("title") and r["source"].get("locator") for r in runs)
+
+
+def test_efa_is_a_fabric_of_its_own_and_slower_than_infiniband_at_the_same_line_rate():
+    """AWS EFA reaches a smaller share of its line rate in NCCL than InfiniBand (fabrics.yaml): a run on EFA is
+    predicted slower than the same run on InfiniBand at the same NICs, and no substitution note is printed."""
+    sharded = dict(tp=1, pp=1, dp=64, cp=1, vp=1, zero=3, micro_batch=1, nic_gbps=100, nics_per_node=4)
+    efa = validate_runs([_run("efa", fabric="efa", **sharded)])["runs"][0]
+    ib = validate_runs([_run("ib", fabric="infiniband", **sharded)])["runs"][0]
+    assert efa.note is None and efa.predicted < ib.predicted
+
+
+def test_sagemaker_smp_is_a_catalog_stack_with_unfused_attention():
+    from megacluster.estimate import stack_constants
+    from megacluster.specs import StackSpec
+
+    assert catalog.stack_constants("smp")["id"] == "sagemaker-smp"
+    c = stack_constants(StackSpec(framework="sagemaker-smp"), "ampere")
+    assert c["attention"] == "unfused" and c["fsdp_gather_per_microbatch"] and c["dp_overlap"]
