@@ -111,6 +111,33 @@ def test_intervals_widen_with_distance_from_validated_runs():
     assert u.band(u.Features(**{**FEAT.__dict__, "cp": True}), with_cp).widen == 1.0
 
 
+def test_widening_rate_is_the_smallest_that_covers_the_rare_runs():
+    """fit_widen_per_feature: 80% of the runs with a rare feature must lie in their leave-family-out bands; the
+    rate is the smallest grid step that does it, and a bigger miss on the rare runs needs a bigger rate."""
+    plain = _rows([np.linspace(-0.1, 0.1, 30), np.linspace(-0.1, 0.1, 30)])
+    # five CP runs from five sources (each one rare once its own family is left out), 0.15 above the others' band
+    rare = [dict(r, id=f"cp{i}", family=f"cpfam{i}", cp=True) for i, r in enumerate(_rows([[0.15]] * 5))]
+    rate = u.fit_widen_per_feature(plain + rare)
+    assert rate in u.WIDEN_GRID and 0.0 < rate < 1.0
+    below = [x for x in u.WIDEN_GRID if x < rate][-1]
+    bands = [u.band(u.Features(**{**FEAT.__dict__, "cp": True}), plain + rare, exclude_family=f"cpfam{i}",
+                    per_feature=r) for i in range(5) for r in (rate, below)]
+    assert all(b.hi >= 0.15 for b in bands[0::2]) and not all(b.hi >= 0.15 for b in bands[1::2])
+    further = [dict(r, residual=0.25) for r in rare]
+    assert u.fit_widen_per_feature(plain + further) > rate
+    assert u.fit_widen_per_feature(plain) == 0.0                       # nothing rare: nothing to widen
+
+
+def test_the_catalog_table_carries_its_calibrated_rate():
+    rows = list(u.residual_table())
+    assert u.widen_per_feature() == u.fit_widen_per_feature(rows)
+    run = next(r for r in rows if r["cp"])
+    b = u.band(u._row_features(run))                                      # the table's own rate by default
+    assert b.widen == pytest.approx(1 + u.widen_per_feature() * sum(not x.startswith(u.AXES) for x in b.rare)
+                                    + u.WIDEN_PER_OCTAVE * sum(float(x.split()[1]) for x in b.rare
+                                                               if x.startswith(u.AXES)), rel=0.02)
+
+
 def test_groups_fall_back_to_generation_then_all():
     rows = _rows([[0.1] * 6, [0.1] * 6]) + _rows([[-0.3] * 12, [0.3] * 12], stack="torchtitan", generation="ampere")
     assert u.band(FEAT, rows).group == "hopper/megatron"

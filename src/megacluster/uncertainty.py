@@ -14,10 +14,14 @@ Method (also in docs/architecture.md):
   floor((n+1) x 0.1)-th smallest, upper edge the ceil((n+1) x 0.9)-th (finite-sample, no distribution
   assumed); the band is stretched to contain 0 so that it contains the point prediction.
 * **Widening** with distance from the validated runs: each edge is multiplied by
-  1 + ``WIDEN_PER_FEATURE`` per rare feature of the layout (CP, MoE/EP, fp8, a framework the catalog does not
-  know, a GPU generation or stack: present in fewer than ``MIN_FEATURE_RUNS`` of the remaining runs) +
+  1 + ``r`` per rare feature of the layout (CP, MoE/EP, fp8, a framework the catalog does not know, a GPU
+  generation or stack: present in fewer than ``MIN_FEATURE_RUNS`` of the remaining runs) +
   ``WIDEN_PER_OCTAVE`` per octave (factor 2) by which GPUs, total parameters or sequence length lie outside
-  the remaining runs' range. These two rates are stated assumptions, not fitted.
+  the remaining runs' range. The octave rate is a stated assumption. The feature rate ``r`` is **calibrated**
+  like the band itself: the smallest rate on a grid of 0.05 steps (``WIDEN_GRID``) at which the runs that
+  have a rare feature are covered at the nominal level (80%) by their own leave-family-out bands
+  (``fit_widen_per_feature``; stored in the residual table's header and regenerated with it). Widening only
+  enlarges a band, so coverage does not fall as ``r`` grows and the smallest such rate is well defined.
 * A rate (tokens/s, MFU) ``P`` lies in ``[P exp(-hi), P exp(-lo)]``; a time (step, days) ``T`` in
   ``[T exp(lo), T exp(hi)]``.
 """
@@ -38,7 +42,8 @@ Q_LO, Q_HI = round((1 - LEVEL) / 2, 12), round(1 - (1 - LEVEL) / 2, 12)     # 0.
 MIN_GROUP_RUNS = 10         # runs a (generation, stack) or generation group needs to be used on its own ...
 MIN_GROUP_FAMILIES = 2      # ... from at least this many families
 MIN_FEATURE_RUNS = 5        # a feature with fewer remaining runs is rare: the interval widens
-WIDEN_PER_FEATURE = 0.5     # stated assumption: +50% band per rare feature
+WIDEN_PER_FEATURE = 0.5     # default per-rare-feature rate where a table carries no calibrated one
+WIDEN_GRID = tuple(round(0.05 * i, 2) for i in range(41))     # rates tried by fit_widen_per_feature: 0 .. 2
 WIDEN_PER_OCTAVE = 0.25     # stated assumption: +25% band per octave outside the validated range
 RESIDUALS = "residuals.json"     # in catalog/data: JSON, not YAML, so that estimate reads it in a millisecond
 RUN_SETS = ("published", "more")
@@ -113,18 +118,34 @@ def residual_rows(run_sets: Sequence[str] = RUN_SETS) -> list[dict[str, Any]]:
 
 
 @functools.lru_cache(maxsize=1)
-def residual_table() -> tuple[dict[str, Any], ...]:
-    """The generated residual table (``catalog/data/residuals.json``), read once per process."""
+def _table_file() -> dict[str, Any]:
     import json
 
     from .errors import UserError
 
     try:
         with open(residual_path(), encoding="utf-8") as f:
-            return tuple(json.load(f)["runs"])
+            data = json.load(f)
+        data["runs"] = tuple(data["runs"])
+        return data
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"the residual table {residual_path()} is missing or malformed: regenerate it with "
                         f"`python benchmarks/residuals.py`") from None
+
+
+def residual_table() -> tuple[dict[str, Any], ...]:
+    """The generated residual table (``catalog/data/residuals.json``), read once per process."""
+    return _table_file()["runs"]
+
+
+residual_table.cache_clear = _table_file.cache_clear      # type: ignore[attr-defined]
+
+
+def widen_per_feature() -> float:
+    """The calibrated per-rare-feature widening rate stored with the residual table (``fit_widen_per_feature``),
+    or ``WIDEN_PER_FEATURE`` for a table written before the rate was calibrated."""
+    rate = _table_file().get("widen_per_feature")
+    return float(rate) if isinstance(rate, (int, float)) and 0 <= rate <= 10 else WIDEN_PER_FEATURE
 
 
 # ------------------------------------------------------------------------------------------------ the band
@@ -200,9 +221,12 @@ def distance(f: Features, pool: Sequence[dict]) -> tuple[int, float, tuple[str, 
 
 
 def band(f: Features, rows: Optional[Iterable[dict]] = None, exclude_family: Optional[str] = None,
-         exclude_id: Optional[str] = None) -> Band:
+         exclude_id: Optional[str] = None, per_feature: Optional[float] = None) -> Band:
     """The 80% band of a prediction with features ``f`` from the residual ``rows`` (default: the catalog's
-    table), leaving out the family ``exclude_family`` (and the run ``exclude_id``)."""
+    table), leaving out the family ``exclude_family`` (and the run ``exclude_id``). ``per_feature``: the
+    widening per rare feature (default: the table's calibrated rate, ``widen_per_feature``)."""
+    if per_feature is None:
+        per_feature = widen_per_feature() if rows is None else WIDEN_PER_FEATURE
     rows = residual_table() if rows is None else rows
     pool = [r for r in rows if r["family"] != exclude_family and r["id"] != exclude_id]
     if not pool:
@@ -218,7 +242,7 @@ def band(f: Features, rows: Optional[Iterable[dict]] = None, exclude_family: Opt
     lo, hi = conformal_edges([r["residual"] for r in use])
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     rare, octaves, far = distance(f, pool)
-    w = 1.0 + WIDEN_PER_FEATURE * rare + WIDEN_PER_OCTAVE * octaves
+    w = 1.0 + per_feature * rare + WIDEN_PER_OCTAVE * octaves
     return Band(lo=lo * w, hi=hi * w, group=group, n=len(use), families=len({r["family"] for r in use}),
                 widen=w, rare=far)
 
@@ -243,6 +267,7 @@ def validation_intervals(runs: list[dict], results: list, rows: Optional[Iterabl
     coverage overall, by run set given and by group: ``{"by_run": {id: {...}}, "coverage": {...}}``."""
     from .validate import _checked
 
+    rate = widen_per_feature() if rows is None else WIDEN_PER_FEATURE
     rows = list(residual_table() if rows is None else rows)
     by_id = {}
     for i, run in enumerate(runs):
@@ -254,7 +279,8 @@ def validation_intervals(runs: list[dict], results: list, rows: Optional[Iterabl
         if run is None:
             continue
         filled = _checked(run, res.id)
-        b = band(run_features(filled, res), rows, exclude_family=family_key(run), exclude_id=res.id)
+        b = band(run_features(filled, res), rows, exclude_family=family_key(run), exclude_id=res.id,
+                 per_feature=rate)
         lo, hi = b.rate(res.predicted)
         out[res.id] = {"interval": [lo, hi], "inside": bool(lo <= res.reference <= hi),
                        "half_width": b.half_width(), "basis": b.basis()}
@@ -300,7 +326,11 @@ def residual_table_text(rows: Optional[list[dict]] = None) -> str:
                          "or the catalog (tests/test_uncertainty.py checks it)",
             "source": "computed: megacluster's step model (validate.predict_run) on every run of runs.yaml "
                       "(set published) and runs_more.yaml (set more); each run's own source is in those files. "
-                      "residual = ln(predicted / measured tokens per second per GPU)."}
+                      "residual = ln(predicted / measured tokens per second per GPU).",
+            "widen_per_feature": fit_widen_per_feature(rows),
+            "widen_basis": "calibrated (uncertainty.fit_widen_per_feature): the smallest rate, in steps of 0.05, "
+                           "at which the runs with a rare feature lie inside their leave-family-out 80% bands "
+                           "at least 80% of the time"}
     lines = [json.dumps(r) for r in rows]
     return json.dumps(head)[:-1] + ',\n"runs": [\n' + ",\n".join(lines) + "\n]}\n"
 
@@ -318,15 +348,53 @@ def _row_features(r: dict) -> Features:
     return Features(**{k: r[k] for k in Features.__dataclass_fields__})
 
 
-def loo_coverage(rows: Optional[Sequence[dict]] = None) -> dict[str, dict[str, float]]:
+def _loo_bands(rows: Sequence[dict], per_feature: float) -> dict[tuple[str, str], Band]:
+    """Each row's leave-family-out band (keyed by (id, set)) at the widening rate ``per_feature``."""
+    return {(r["id"], r["set"]): band(_row_features(r), rows, exclude_family=r["family"], exclude_id=r["id"],
+                                      per_feature=per_feature) for r in rows}
+
+
+def fit_widen_per_feature(rows: Sequence[dict]) -> float:
+    """The smallest rate of ``WIDEN_GRID`` at which the rows with a rare feature (against their own
+    leave-family-out pool) lie inside their leave-family-out bands at least ``LEVEL`` of the time; the largest
+    rate where none reaches it, 0 where no row has a rare feature. Coverage cannot fall as the rate grows
+    (widening only enlarges a band), so the grid is bisected."""
+    rows = list(rows)
+    if not rows:
+        return WIDEN_PER_FEATURE
+
+    def covered(rate: float) -> Optional[float]:
+        bands = _loo_bands(rows, rate)
+        hits = [b.lo <= r["residual"] <= b.hi for r in rows
+                for b in [bands[r["id"], r["set"]]] if any(not x.startswith(AXES) for x in b.rare)]
+        return coverage(hits) if hits else None
+
+    if covered(WIDEN_GRID[0]) is None:
+        return 0.0
+    lo, hi = 0, len(WIDEN_GRID) - 1
+    if covered(WIDEN_GRID[hi]) < LEVEL:
+        return WIDEN_GRID[hi]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if covered(WIDEN_GRID[mid]) >= LEVEL:
+            hi = mid
+        else:
+            lo = mid + 1
+    return WIDEN_GRID[lo]
+
+
+def loo_coverage(rows: Optional[Sequence[dict]] = None, per_feature: Optional[float] = None
+                 ) -> dict[str, dict[str, float]]:
     """Coverage of each run's leave-family-out band and the median half-width, by run set and overall
-    (``all``), computed on the table's own residuals."""
+    (``all``), computed on the table's own residuals (at the table's calibrated widening rate, or
+    ``per_feature``)."""
+    if per_feature is None:
+        per_feature = widen_per_feature() if rows is None else fit_widen_per_feature(list(rows))
     rows = list(residual_table() if rows is None else rows)
-    inside, hw = {}, {}
-    for r in rows:
-        b = band(_row_features(r), rows, exclude_family=r["family"], exclude_id=r["id"])
-        inside[r["id"], r["set"]] = b.lo <= r["residual"] <= b.hi
-        hw[r["id"], r["set"]] = b.half_width()
+    bands = _loo_bands(rows, per_feature)
+    inside = {k: b.lo <= r["residual"] <= b.hi for r in rows for k, b in [((r["id"], r["set"]),
+                                                                          bands[r["id"], r["set"]])]}
+    hw = {k: b.half_width() for k, b in bands.items()}
     out = {}
     for name in sorted({s for _, s in inside}) + ["all"]:
         keys = [k for k in inside if name in ("all", k[1])]
