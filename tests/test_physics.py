@@ -228,6 +228,26 @@ def test_oversubscribed_tier_divides_bandwidth():
     assert comm.allreduce_time(cluster(2048), size, nodes, 1, 2048) == pytest.approx(expected, rel=1e-12)
 
 
+def test_allgather_latency_is_the_ring_across_nodes():
+    """All-gather / reduce-scatter run as a ring (NCCL has no tree for them): n - 1 steps, nodes - 1 of them over
+    the network, so latency grows linearly with the ranks while the all-reduce's tree grows with log2(nodes)."""
+    size = 1e6
+    nic_per_gpu = 8 * 400 / 8 / 8 * 0.8 * 1e9
+    for n, per_node in ((256, 1), (32, 8)):
+        nodes = n // per_node
+        lat_net = 5e-6 + 1e-6 + (2e-6 if 8 * nodes > 1024 else 0.0)
+        bw = min(per_node * nic_per_gpu / (2.0 if 8 * nodes > 1024 else 1.0), 400e9 * 0.75)
+        expected = (n - 1) / n * size / bw + (n - nodes) * 3e-6 + (nodes - 1) * lat_net
+        assert comm.allgather_time(cluster(8 * nodes), size, n, per_node, 8 * nodes) == pytest.approx(expected,
+                                                                                                    rel=1e-12)
+    # within one node: the ring's n - 1 NVLink steps, as before
+    assert comm.ring_allgather_latency(8, 1, 3e-6, 5e-6) == pytest.approx(7 * 3e-6, rel=1e-12)
+    # many ranks: the ring's latency outgrows the tree's
+    ag = comm.allgather_time(cluster(2048), size, 256, 1, 2048)
+    ar = comm.allreduce_time(cluster(2048), size, 256, 1, 2048)
+    assert ag > ar / 2
+
+
 def test_allgather_is_half_an_allreduce_in_bandwidth():
     size = 4e9
     ar = comm.allreduce_time(cluster(8), size, 8, 8, 8)

@@ -6,8 +6,12 @@ across nodes. Closed forms of the ring algorithms (nccl-tests doc/PERFORMANCE.md
 * all-to-all:      (n-1)/n x S / B, split into the NVLink part and the NIC part
 
 ``S`` in bytes, ``B`` in bytes/s. Across nodes, the ring's node-crossing edges are spread over the NICs of
-the ``k`` group members in each node, so B = k x (NIC bandwidth per GPU), capped by NVLink. Latency uses
-the ring within a node and a tree (2 log2 N steps) across N nodes, as NCCL does for large groups.
+the ``k`` group members in each node, so B = k x (NIC bandwidth per GPU), capped by NVLink. Latency follows
+NCCL's own performance model (src/graph/tuning.cc): all-reduce by a tree across N nodes (2 log2 N network
+steps, as NCCL picks for large groups), all-gather and reduce-scatter by the ring, the only algorithm NCCL has
+for them across nodes with several GPUs per node (NVIDIA/nccl#1473: "Implementing a Tree algorithm for
+allgather/reducescatter is very hard"; PAT, NCCL 2.23+, only for one GPU per node): n - 1 steps, N - 1 of
+them across the network, so the latency grows linearly with the ranks (NVIDIA/nccl#1712).
 All functions accept numpy arrays and broadcast.
 """
 
@@ -76,12 +80,21 @@ def allreduce_time(cluster: ClusterSpec, size_bytes, n, per_node, span_gpus):
     return np.where(np.asarray(n) > 1, ring_allreduce_time(size_bytes, n, bw) + lat, 0.0)
 
 
+def ring_allgather_latency(n, nodes, lat_nvl_s, lat_net_s):
+    """Latency of a ring all-gather (or reduce-scatter) over ``n`` ranks on ``nodes`` nodes, in seconds: NCCL's
+    ring model (src/graph/tuning.cc) takes n - 1 steps, nodes - 1 of them across the network at the network's
+    per-step latency and the rest over NVLink."""
+    n = np.asarray(n, dtype=float)
+    nodes = np.minimum(np.maximum(np.asarray(nodes, dtype=float), 1.0), np.maximum(n, 1.0))
+    return np.maximum(n - nodes, 0.0) * lat_nvl_s + np.maximum(nodes - 1.0, 0.0) * lat_net_s
+
+
 def allgather_time(cluster: ClusterSpec, size_bytes, n, per_node, span_gpus):
-    """All-gather (or reduce-scatter) where ``size_bytes`` is the full buffer after gathering."""
+    """All-gather (or reduce-scatter) where ``size_bytes`` is the full buffer after gathering: ring bandwidth
+    and ring latency (``ring_allgather_latency``)."""
     bw, lat_net, nodes = group_bandwidth(cluster, n, per_node, span_gpus)
-    k = np.minimum(np.asarray(per_node, dtype=float), n)
     lat_nvl = cluster.node.nvlink_latency_us * 1e-6
-    lat = np.maximum(k - 1, 0) * lat_nvl + tree_allreduce_latency(nodes, lat_net) / 2
+    lat = ring_allgather_latency(n, nodes, lat_nvl, lat_net)
     return np.where(np.asarray(n) > 1, ring_allgather_time(size_bytes, n, bw) + lat, 0.0)
 
 
