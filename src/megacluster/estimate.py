@@ -312,6 +312,9 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     if "dtensor_op_us" in c:
         tp_host = c["dtensor_op_us"] * 1e-6 * (c.get("eager_ops_tp_layer_fwd", 0.0) * np.where(rc == 2, 2.0, 1.0)
                                                + c.get("eager_ops_tp_layer_bwd", 0.0))
+        # the rest of the model's DTensor ops and collectives (embedding, output layer), with the output layer
+        t_logits = t_logits + np.where(tp > 1, c["dtensor_op_us"] * 1e-6 * c.get("eager_ops_tp_model", 0.0)
+                                       + c.get("tp_model_collectives", 0.0) * t_tp_one, 0.0)
     else:
         tp_host = c.get("tp_layer_overhead_s", 0.0)
     t_wrap = (np.where(dp * cp > 1, c.get("fsdp_layer_overhead_s", 0.0), 0.0) + np.where(tp > 1, tp_host, 0.0))

@@ -289,7 +289,8 @@ def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
     runs it at once, as in training) under its FSDP2 (dp = world) and DTensor tensor parallelism (tp = world)
     in this group, and the plain model beside them: forward + backward (``*_per_layer_s``), and gradient
     clipping + the AdamW step (``*_opt_per_layer_s``); and, counted with ``count_parallel_ops``, the DTensor
-    ops and functional collectives per layer of forward and of backward (``*_ops_layer``)."""
+    ops and functional collectives per layer of forward and of backward (``*_ops_layer``) and in the rest of the
+    model (``*_ops_model``: embedding, final norm, output layer and loss)."""
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -343,7 +344,10 @@ def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
         out[f"{mode}_per_layer_s"] = max(float(t[0]), 0.0)
         out[f"{mode}_opt_per_layer_s"] = max(float(t[1]), 0.0)
         if mode != "plain":
-            out[f"{mode}_ops_layer"] = {k: (counts[6][k] - counts[2][k]) / 4 for k in counts[6]}
+            per_layer = {k: (counts[6][k] - counts[2][k]) / 4 for k in counts[6]}
+            out[f"{mode}_ops_layer"] = per_layer
+            # the rest of the model (embedding, final norm, output layer, loss): 2 layers' model less 2 layers
+            out[f"{mode}_ops_model"] = {k: max(counts[2][k] - 2 * per_layer[k], 0.0) for k in counts[2]}
     return out
 
 

@@ -140,7 +140,8 @@ def _cpu_stack(fits_1t: dict, coll: dict) -> dict:
     * DTensor TP: the host time per DTensor op (``dtensor_op_us``) = the TP layer's extra time, less the
       latency of the collectives counted in it (the step model prices those itself), divided by the DTensor
       ops counted per layer; the counts of forward and backward (``eager_ops_tp_layer_fwd/bwd``) go beside it,
-      so full recompute reruns the forward's.
+      so full recompute reruns the forward's; and the rest of the model's (``eager_ops_tp_model``) and its
+      collectives (``tp_model_collectives``: the embedding's reduce-scatter, the output layer's gathers).
     * FSDP2: ``fsdp_layer_overhead_s``, the extra time per layer (hooks, copies, the latency of its per-layer
       gathers, which the step model does not count per layer).
     * gradient clipping and AdamW over DTensor parameters (``tp_optimizer_layer_s``, ``fsdp_optimizer_layer_s``,
@@ -163,6 +164,9 @@ def _cpu_stack(fits_1t: dict, coll: dict) -> dict:
         host = max(0.0, layers.get("tp_per_layer_s", plain) - plain - coll_lat)
         extra.update({"dtensor_op_us": host / n_ops * 1e6, "eager_ops_tp_layer_fwd": ops["fwd_dtensor"],
                       "eager_ops_tp_layer_bwd": ops["bwd_dtensor"]})
+        model = layers.get("tp_ops_model") or {}
+        extra.update({"eager_ops_tp_model": model.get("fwd_dtensor", 0) + model.get("bwd_dtensor", 0),
+                      "tp_model_collectives": model.get("fwd_collectives", 0) + model.get("bwd_collectives", 0)})
     for mode in ("tp", "fsdp"):
         if f"{mode}_opt_per_layer_s" in layers:
             extra[f"{mode}_optimizer_layer_s"] = max(0.0, layers[f"{mode}_opt_per_layer_s"] - plain_opt)
