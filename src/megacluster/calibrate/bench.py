@@ -332,10 +332,10 @@ def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
                 opt.step()
 
             dist.barrier()
-            times[layers] = typical_time(step, max(reps, 3), inner=3)
+            times[layers] = typical_time(step, max(reps, 5), inner=3)
             step()
             dist.barrier()
-            opt_times[layers] = typical_time(opt_step, max(reps, 3), inner=3)
+            opt_times[layers] = typical_time(opt_step, max(reps, 5), inner=3)
             opt.zero_grad(set_to_none=True)
             counts[layers] = count_parallel_ops(fwd, lambda loss: loss.backward())
         # a layer's figures: the slowest rank's (a synchronous step waits for it)
