@@ -308,7 +308,7 @@ def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
         d = Dist(rank=rank, world=world, local_rank=rank, device=device)
         if mode != "plain":
             make_mesh(d, lay)
-        times, opt_times, counts = {}, {}, {}
+        fns, counts = {}, {}
         for layers in (2, 6):
             spec = ModelSpec(name="op-probe", n_layers=layers, d_model=16 * world, n_heads=2 * world,
                              n_kv_heads=world, ffn_hidden=32 * world, vocab=64, mlp="swiglu", seq_len=8)
@@ -321,25 +321,35 @@ def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
             params = list(model.parameters())
             opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
 
-            def fwd():
+            def fwd(model=model):
                 return F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
 
-            def step():
+            def step(fwd=fwd):
                 fwd().backward()
 
-            def opt_step():
+            def opt_step(params=params, opt=opt):
                 clip_grad_norm(params, 1.0)
                 opt.step()
 
-            dist.barrier()
-            times[layers] = typical_time(step, max(reps, 5), inner=3)
-            step()
-            dist.barrier()
-            opt_times[layers] = typical_time(opt_step, max(reps, 5), inner=3)
-            opt.zero_grad(set_to_none=True)
+            fns[layers] = (step, opt_step)
             counts[layers] = count_parallel_ops(fwd, lambda loss: loss.backward())
+        # the 2- and 6-layer models timed in turn, each difference from one round: a drift in the machine's
+        # speed (other work starting) moves both alike instead of one of them
+        diffs = []
+        for _ in range(max(reps, 5)):
+            row = []
+            for which in (0, 1):
+                pair = []
+                for layers in (2, 6):
+                    dist.barrier()
+                    pair.append(typical_time(fns[layers][which], 1, inner=3))
+                row.append((pair[1] - pair[0]) / 4)
+            diffs.append(row)
+        import statistics
+
+        times = [statistics.median(r[k] for r in diffs) for k in (0, 1)]
         # a layer's figures: the slowest rank's (a synchronous step waits for it)
-        t = torch.tensor([(times[6] - times[2]) / 4, (opt_times[6] - opt_times[2]) / 4], dtype=torch.float64)
+        t = torch.tensor(times, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         out[f"{mode}_per_layer_s"] = max(float(t[0]), 0.0)
         out[f"{mode}_opt_per_layer_s"] = max(float(t[1]), 0.0)
