@@ -61,6 +61,24 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def _cpu_ticks() -> list[int]:
+    """The machine's CPU time counters (/proc/stat: user nice system idle iowait irq softirq steal), or []."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return []
+
+
+def _steal(before: list[int], after: list[int]) -> float:
+    """Share of the CPU time the hypervisor took (steal) between two readings: a VM's noise no load average
+    shows. NaN without /proc/stat."""
+    if not before or not after:
+        return float("nan")
+    d = [b - a for a, b in zip(before, after)]
+    return d[7] / sum(d) if sum(d) else float("nan")
+
+
 def run_layout(hw: Path, procs: int, flags: str, steps: int, threads: int | None, tmp: Path) -> dict:
     launch = [sys.executable, "-m", "megacluster.cli"] if procs == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
@@ -96,17 +114,19 @@ def main() -> None:
     pick = [int(x) - 1 for x in a.only.split(",")] if a.only else range(len(LAYOUTS))
     rows = []
     print(f"{'#':>2} {'layout':38} {'device':22} {'predicted s':>11} {'measured s':>10} {'pred/meas':>9} "
-          f"{'CPU s':>7} {'pred/CPU':>8}")
+          f"{'CPU s':>7} {'pred/CPU':>8} {'steal':>6}")
     for i in pick:
         label, procs, flags = LAYOUTS[i]
+        ticks = _cpu_ticks()
         res = run_layout(hw, procs, flags, a.steps, a.threads, tmp)
+        steal = _steal(ticks, _cpu_ticks())
         pred, meas = res["predicted"], res["step_time_s"]
         cpu = res.get("cpu_time_s") or float("nan")
         p = pred["step_time_s"] if pred else float("nan")
         rows.append((label, p, meas, cpu))
         dev = pred["hardware"].split(" x ", 1)[1] if pred else (res["predicted_reason"] or "")[:22]
-        print(f"{i + 1:>2} {label:38} {dev:22} {p:11.4g} {meas:10.4g} {p / meas:9.2f} {cpu:7.4g} {p / cpu:8.2f}",
-              flush=True)
+        print(f"{i + 1:>2} {label:38} {dev:22} {p:11.4g} {meas:10.4g} {p / meas:9.2f} {cpu:7.4g} {p / cpu:8.2f} "
+              f"{steal:6.1%}", flush=True)
     for name, col in (("wall", 2), ("CPU time of rank 0", 3)):
         errs = [abs(r[1] / r[col] - 1) for r in rows if r[1] == r[1] and r[col] == r[col]]
         if errs:

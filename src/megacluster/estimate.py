@@ -306,8 +306,18 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # host work a stack's parallel wrappers add per layer and micro-batch where the host does not run ahead of
     # the device (a calibrated CPU: FSDP hooks and copies, DTensor redistributions; stack constants measured by
     # `megacluster calibrate` into a profile, 0 in the catalog)
-    t_wrap = (np.where(dp * cp > 1, c.get("fsdp_layer_overhead_s", 0.0), 0.0)
-              + np.where(tp > 1, c.get("tp_layer_overhead_s", 0.0), 0.0))
+    # DTensor TP: the DTensor ops a layer issues (counted, forward and backward; full recompute reruns the
+    # forward's) x the host time of one (dtensor_op_us); profiles written before those were measured carry
+    # one per-layer figure, tp_layer_overhead_s
+    if "dtensor_op_us" in c:
+        tp_host = c["dtensor_op_us"] * 1e-6 * (c.get("eager_ops_tp_layer_fwd", 0.0) * np.where(rc == 2, 2.0, 1.0)
+                                               + c.get("eager_ops_tp_layer_bwd", 0.0))
+        # the rest of the model's DTensor ops and collectives (embedding, output layer), with the output layer
+        t_logits = t_logits + np.where(tp > 1, c["dtensor_op_us"] * 1e-6 * c.get("eager_ops_tp_model", 0.0)
+                                       + c.get("tp_model_collectives", 0.0) * t_tp_one, 0.0)
+    else:
+        tp_host = c.get("tp_layer_overhead_s", 0.0)
+    t_wrap = (np.where(dp * cp > 1, c.get("fsdp_layer_overhead_s", 0.0), 0.0) + np.where(tp > 1, tp_host, 0.0))
     t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed + t_wrap
     # slowest stage per micro-batch: the last (its layers and the output layer) or, where the stack balances
     # the ends, a middle one
@@ -405,6 +415,10 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         t_compute + t_bubble + t_contention)
     # optimizer and gradient-clipping ops per step (per layer of this stage, plus the rest of the model)
     t_ops_step = (c.get("eager_ops_optimizer_layer", 0.0) * layers_stage + c.get("eager_ops_optimizer", 0.0)) * op_s
+    # ... and over DTensor parameters (a calibrated CPU: the stack's per-layer figures measured by calibrate):
+    # DTensor's foreach ops and the all-reduce of each parameter's partial norm in gradient clipping
+    t_ops_step = t_ops_step + layers_stage * (np.where(tp > 1, c.get("tp_optimizer_layer_s", 0.0), 0.0)
+                                              + np.where(dp * cp > 1, c.get("fsdp_optimizer_layer_s", 0.0), 0.0))
     step = (t_compute + t_bubble + pp_exposed + dp_exposed + t_opt + t_contention + t_straggler
             + c["step_overhead_s"] + t_ops_step)
 

@@ -73,6 +73,23 @@ def best_time(fn, device, reps: int, inner: int = 1, wall: bool = False) -> floa
     return best
 
 
+def typical_time(fn, reps: int, inner: int = 1) -> float:
+    """Median wall time of ``fn`` over ``reps`` repetitions (each the mean of ``inner`` back-to-back calls), after
+    one warm-up call: what a training step pays for an operation it repeats. On a CPU with gloo the best
+    repetition of a collective is 2-3x faster than the typical one (the backend's threads are woken, the
+    peer is late by a few hundred microseconds), so the best time would price a step's collectives too low."""
+    import statistics
+
+    fn()
+    times = []
+    for _ in range(max(reps, 1)):
+        t = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        times.append((time.perf_counter() - t) / inner)
+    return statistics.median(times)
+
+
 def gemm_points(device, dtype, sw: Sweep, tick: Tick) -> list[list[float]]:
     """Rows (m, n, k, seconds) of (m x k) @ (k x n) over the sweep."""
     import torch
@@ -169,7 +186,9 @@ COLLECTIVES = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "p2p"
 def collective_points(device, sizes, reps: int) -> tuple[list[list], list[str]]:
     """Rows (op, bytes, seconds) in the current process group (every rank calls this); bytes = the full
     buffer (all-reduce: each rank's; all-gather/reduce-scatter: the gathered one; all-to-all: each rank's;
-    p2p: one message, rank 0 -> 1 and back, halved). Also the ops the backend refused."""
+    p2p: one message, rank 0 -> 1 and back, halved). On a CPU each row has a fourth column: the CPU seconds
+    the backend's threads spent per call (gloo's transport copies and polling), the slowest rank's. Also the
+    ops the backend refused."""
     import torch
     import torch.distributed as dist
 
@@ -199,55 +218,146 @@ def collective_points(device, sizes, reps: int) -> tuple[list[list], list[str]]:
                             dist.recv(buf, 0)
                             dist.send(buf, 0)
                 dist.barrier()
-                t = best_time(fn, device, reps, wall=True)
-                t_all = torch.tensor([t], dtype=torch.float64)
+                if device.type == "cpu":
+                    # gloo: the typical time of back-to-back calls, as a step issues them, and the CPU time the
+                    # backend's own threads spend per call (process CPU time less this thread's)
+                    reps_c, inner = max(reps, 3), 3
+                    p0, th0 = time.process_time(), time.thread_time()
+                    t = typical_time(fn, reps_c, inner)
+                    backend = max(0.0, (time.process_time() - p0) - (time.thread_time() - th0)) / (1 + reps_c * inner)
+                else:
+                    t, backend = best_time(fn, device, reps, wall=True), 0.0
+                t_all = torch.tensor([t, backend], dtype=torch.float64)
                 dist.all_reduce(t_all, op=dist.ReduceOp.MAX)       # a collective ends when its slowest rank does
-                t = float(t_all)
-                rows.append([op, 4 * elems, t / 2 if op == "p2p" else t])
+                t, backend = float(t_all[0]), float(t_all[1])
+                half = 0.5 if op == "p2p" else 1.0
+                rows.append([op, 4 * elems, t * half] + ([backend * half] if device.type == "cpu" else []))
         except (RuntimeError, NotImplementedError, ValueError) as e:
             skipped.append(f"{op}: {str(e).splitlines()[0][:120]}")
             rows = [r for r in rows if r[0] != op]
     return rows, skipped
 
 
-def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
-    """Wall time per layer of the runtime's tiny Llama (forward + backward, 2 and 6 layers) under its FSDP2
-    (dp = world) and DTensor tensor parallelism (tp = world) in this group: the host work those wrappers add
-    per layer (hooks, copies, redistributions and the latency of their small collectives)."""
+#: collectives as the dispatcher names them: the functional ones DTensor's redistributions call
+#: (``_c10d_functional.*``) and the process-group ones FSDP2 calls (``c10d.*``); not waits or barriers
+_COLLECTIVE_NAMES = ("all_gather", "allgather", "reduce_scatter", "all_reduce", "allreduce", "all_to_all",
+                     "alltoall")
+
+
+def count_parallel_ops(step_fwd, step_bwd) -> dict:
+    """Ops one forward (``step_fwd()`` returns the loss) and backward (``step_bwd(loss)``) issue, counted with a
+    TorchDispatchMode: DTensor ops (any argument a DTensor: each goes through DTensor's dispatch, sharding
+    propagation and the local op), the functional collectives of DTensor's redistributions, and plain aten ops.
+    A mode sees the ops called at the top level (the model's code, the TP plan's hooks and their backward);
+    collectives DTensor issues inside its own dispatch (implicit redistributions) are not seen. Returns
+    ``{fwd,bwd}_{dtensor,collectives,plain}``."""
+    import collections
+
     import torch
+    from torch.distributed.tensor import DTensor
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.n = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = str(func)
+            if "c10d" in name and any(k in name for k in _COLLECTIVE_NAMES):
+                self.n["collectives"] += 1
+            elif any(isinstance(a, DTensor) for a in tree_leaves((args, kwargs))):
+                self.n["dtensor"] += 1
+            else:
+                self.n["plain"] += 1
+            return func(*args, **kwargs)
+
+    out = {}
+    with Count() as c:
+        loss = step_fwd()
+    out.update({f"fwd_{k}": c.n[k] for k in ("dtensor", "collectives", "plain")})
+    with Count() as c:
+        step_bwd(loss)
+    out.update({f"bwd_{k}": c.n[k] for k in ("dtensor", "collectives", "plain")})
+    return out
+
+
+def parallel_layer_points(device, rank: int, world: int, reps: int) -> dict:
+    """Per layer of the runtime's tiny Llama (2 vs 6 layers, wall time, the median of repetitions; every rank
+    runs it at once, as in training) under its FSDP2 (dp = world) and DTensor tensor parallelism (tp = world)
+    in this group, and the plain model beside them: forward + backward (``*_per_layer_s``), and gradient
+    clipping + the AdamW step (``*_opt_per_layer_s``); and, counted with ``count_parallel_ops``, the DTensor
+    ops and functional collectives per layer of forward and of backward (``*_ops_layer``) and in the rest of the
+    model (``*_ops_model``: embedding, final norm, output layer and loss)."""
+    import torch
+    import torch.distributed as dist
     import torch.nn.functional as F
 
     from ..runtime.model import Transformer
-    from ..runtime.parallel import Dist, make_mesh, parallelize
+    from ..runtime.parallel import Dist, clip_grad_norm, make_mesh, parallelize
     from ..specs import Layout, ModelSpec
 
     x = torch.randint(0, 64, (1, 8), device=device)
-    out = {}
-    for mode in ("fsdp", "tp"):
-        lay = Layout(tp=world if mode == "tp" else 1, dp=1 if mode == "tp" else world, micro_batch=1,
-                     global_batch=1 if mode == "tp" else world, seq_len=8, recompute="none", zero=3,
+    out: dict = {}
+    for mode in ("plain", "fsdp", "tp"):
+        lay = Layout(tp=world if mode == "tp" else 1, dp=world if mode == "fsdp" else 1, micro_batch=1,
+                     global_batch=world if mode == "fsdp" else 1, seq_len=8, recompute="none", zero=3,
                      sequence_parallel=True, precision="bf16")
         d = Dist(rank=rank, world=world, local_rank=rank, device=device)
-        make_mesh(d, lay)
-        times = {}
+        if mode != "plain":
+            make_mesh(d, lay)
+        fns, counts = {}, {}
         for layers in (2, 6):
             spec = ModelSpec(name="op-probe", n_layers=layers, d_model=16 * world, n_heads=2 * world,
                              n_kv_heads=world, ffn_hidden=32 * world, vocab=64, mlp="swiglu", seq_len=8)
+            torch.manual_seed(0)
             model = Transformer(spec, 8)
             model.init_weights(0)
             model.to(device)
-            parallelize(model, d, lay, "fp32", False, "inductor")
+            if mode != "plain":
+                parallelize(model, d, lay, "fp32", False, "inductor")
+            params = list(model.parameters())
+            opt = torch.optim.AdamW(params, lr=1e-4, foreach=True)
 
-            def step():
-                loss = F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
-                loss.backward()
+            def fwd(model=model):
+                return F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
 
-            times[layers] = best_time(step, device, reps, inner=3, wall=True)
-        t = torch.tensor([(times[6] - times[2]) / 4], dtype=torch.float64)
-        import torch.distributed as dist
+            def step(fwd=fwd):
+                fwd().backward()
 
+            def opt_step(params=params, opt=opt):
+                clip_grad_norm(params, 1.0)
+                opt.step()
+
+            fns[layers] = (step, opt_step)
+            counts[layers] = count_parallel_ops(fwd, lambda loss: loss.backward())
+        # the 2- and 6-layer models timed in turn, each difference from one round: a drift in the machine's
+        # speed (other work starting) moves both alike instead of one of them
+        diffs = []
+        for _ in range(max(reps, 5)):
+            row = []
+            for which in (0, 1):
+                pair = []
+                for layers in (2, 6):
+                    dist.barrier()
+                    pair.append(typical_time(fns[layers][which], 1, inner=3))
+                row.append((pair[1] - pair[0]) / 4)
+            diffs.append(row)
+        import statistics
+
+        times = [statistics.median(r[k] for r in diffs) for k in (0, 1)]
+        # a layer's figures: the slowest rank's (a synchronous step waits for it)
+        t = torch.tensor(times, dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        out[f"{mode}_per_layer_s"] = max(float(t), 0.0)
+        out[f"{mode}_per_layer_s"] = max(float(t[0]), 0.0)
+        out[f"{mode}_opt_per_layer_s"] = max(float(t[1]), 0.0)
+        if mode != "plain":
+            per_layer = {k: (counts[6][k] - counts[2][k]) / 4 for k in counts[6]}
+            out[f"{mode}_ops_layer"] = per_layer
+            # the rest of the model (embedding, final norm, output layer, loss): 2 layers' model less 2 layers
+            out[f"{mode}_ops_model"] = {k: max(counts[2][k] - 2 * per_layer[k], 0.0) for k in counts[2]}
     return out
 
 

@@ -109,12 +109,26 @@ def _print_summary(prof: dict, out: Path) -> None:
                   f"{coll['bytes_per_s'] / 1e9:.3g}" if coll else "-",
                   f"{coll['latency_s'] * 1e6:.3g}" if coll else "-")
     con.print(t)
+    _print_parallel(con, prof)
     skipped = next(iter(prof["points"].values())).get("collectives_skipped") or []
     for s in skipped:
         con.print(f"[yellow]collective not measured: {s}[/]")
     ids = ", ".join(e["id"] for e in prof["gpus"])
     con.print(f"wrote {out} (devices {ids}); use it with --hardware {out}")
     sys.stdout.flush()
+
+
+def _print_parallel(con, prof: dict) -> None:
+    """What the CPU stack variant holds: DTensor TP and FSDP2 host work measured on the runtime's tiny model."""
+    for st in prof.get("stacks") or []:
+        c = (st.get("by_generation") or {}).get("cpu") or {}
+        if "dtensor_op_us" in c:
+            con.print(f"DTensor TP: {c['eager_ops_tp_layer_fwd']:g} + {c['eager_ops_tp_layer_bwd']:g} DTensor ops per "
+                      f"layer (forward + backward, counted) x {c['dtensor_op_us']:.3g} us each; clipping + AdamW "
+                      f"over DTensor parameters {c.get('tp_optimizer_layer_s', 0) * 1e3:.3g} ms per layer")
+        if "fsdp_layer_overhead_s" in c:
+            con.print(f"FSDP2: {c['fsdp_layer_overhead_s'] * 1e3:.3g} ms per layer and micro-batch; clipping + AdamW "
+                      f"{c.get('fsdp_optimizer_layer_s', 0) * 1e3:.3g} ms per layer")
 
 
 def _print_refinement(r: dict, out: Path) -> None:

@@ -110,17 +110,28 @@ def collective_factors(op: str, n: int) -> tuple[float, float]:
     raise ValueError(f"unknown collective {op!r}")
 
 
-def fit_collectives(points, n: int) -> dict[str, float]:
-    """``points``: rows (op, bytes, seconds) over ``n`` ranks. One latency (s per ring step) and one
-    bandwidth (bytes/s per rank) for the tier, least squares on relative error."""
-    rows = [(*collective_factors(op, n), float(b), float(t)) for op, b, t in points]
+#: the collectives the step model counts its communication in (all-gather units: TP, ZeRO-3; an all-reduce
+#: is one of each): a tier's latency and bandwidth are fitted to these where they were measured
+UNIT_OPS = ("all_gather", "reduce_scatter")
+
+
+def fit_collectives(points, n: int, ops=None, backend_cpu: bool = False) -> dict[str, float]:
+    """``points``: rows (op, bytes, seconds[, backend CPU seconds]) over ``n`` ranks. One latency (s per ring
+    step) and one bandwidth (bytes/s per rank) for the tier, least squares on relative error, over the rows of
+    ``ops`` (all when None or when none of them was measured). ``backend_cpu``: each row costs its seconds
+    plus the backend threads' CPU seconds (a CPU whose every core runs a rank: that CPU time is taken from
+    the ranks' compute, not hidden beside it)."""
+    rows = [r for r in points if ops is None or r[0] in ops] or list(points)
+    rows = [(*collective_factors(r[0], n), float(r[1]),
+             float(r[2]) + (float(r[3]) if backend_cpu and len(r) > 3 else 0.0)) for r in rows]
     a, f, b, t = (np.array(x) for x in zip(*rows))
     A = np.stack([a, f * b], axis=1)
     Ar, yr = _rel(A, t)
     lat, inv_bw = _nnls(Ar, yr)
     inv_bw = max(inv_bw, 1e-30)
     pred = A @ np.array([lat, inv_bw])
-    return {"latency_s": lat, "bytes_per_s": 1.0 / inv_bw, "ranks": n,
+    return {"latency_s": lat, "bytes_per_s": 1.0 / inv_bw, "ranks": n, "ops": sorted({r[0] for r in points if
+            ops is None or r[0] in ops}) if ops else None, "backend_cpu": bool(backend_cpu),
             "mape": float(np.mean(np.abs(pred / t - 1.0))), "points": int(len(t))}
 
 

@@ -102,7 +102,12 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
         sizes = sw.coll_bytes
         raw = bench.spawn_collectives(dev_type, procs, sizes, sw.reps)
         tick("collectives")
-        coll = {"fit": fit.fit_collectives(raw["rows"], procs) if raw["rows"] else None,
+        # the tier is fitted to the all-gathers and reduce-scatters (the step model's unit); on a CPU whose
+        # cores all run ranks, a collective also costs the CPU time of the backend's threads
+        coll = {"fit": fit.fit_collectives(raw["rows"], procs, fit.UNIT_OPS if dev_type == "cpu" else None,
+                                           backend_cpu=dev_type == "cpu" and procs >= cores)
+                if raw["rows"] else None,
+                "wall_fit": fit.fit_collectives(raw["rows"], procs, fit.UNIT_OPS) if raw["rows"] else None,
                 "points": raw["rows"], "skipped": raw["skipped"], "layers": raw.get("layers")}
     if dev_type == "cpu":
         name = cpu_name()
@@ -128,25 +133,51 @@ def calibrate(*, gpu: Optional[str] = None, quick: bool = False, procs: Optional
 
 
 def _cpu_stack(fits_1t: dict, coll: dict) -> dict:
-    """The runtime stack (torchtitan's constants) with a ``cpu`` variant that adds the per-layer host work of
-    its FSDP2 and DTensor TP wrappers measured here: the parallel tiny model's time per layer minus the plain
-    one's (one thread) and, for TP, minus the latency of the 8 collective units per layer the step model
-    already counts."""
+    """The runtime stack (torchtitan's constants) with a ``cpu`` variant holding what its FSDP2 and DTensor TP
+    wrappers add per layer on this machine, all measured by ``bench.parallel_layer_points`` (the runtime's tiny
+    Llama, 2 vs 6 layers, every rank at once) against the plain tiny model run the same way:
+
+    * DTensor TP: the host time per DTensor op (``dtensor_op_us``) = the TP layer's extra time, less the
+      latency of the collectives counted in it (the step model prices those itself), divided by the DTensor
+      ops counted per layer; the counts of forward and backward (``eager_ops_tp_layer_fwd/bwd``) go beside it,
+      so full recompute reruns the forward's; and the rest of the model's (``eager_ops_tp_model``) and its
+      collectives (``tp_model_collectives``: the embedding's reduce-scatter, the output layer's gathers).
+    * FSDP2: ``fsdp_layer_overhead_s``, the extra time per layer (hooks, copies, the latency of its per-layer
+      gathers, which the step model does not count per layer).
+    * gradient clipping and AdamW over DTensor parameters (``tp_optimizer_layer_s``, ``fsdp_optimizer_layer_s``,
+      per layer per step): DTensor's foreach ops and the all-reduce of each parameter's partial norm."""
     import copy
 
     from .. import catalog
 
-    layers, lat = coll["layers"], (coll["fit"] or {}).get("latency_s", 0.0)
-    plain = fits_1t["ops"]["per_layer_s"]
-    extra = {"fsdp_layer_overhead_s": max(0.0, layers.get("fsdp_per_layer_s", plain) - plain),
-             "tp_layer_overhead_s": max(0.0, layers.get("tp_per_layer_s", plain) - plain - 8.0 * lat)}
+    layers, f = coll["layers"], coll["fit"] or {}
+    # the probe's collectives are latency-bound and run back to back: their wall time, not the backend's CPU
+    lat, n = (coll.get("wall_fit") or f).get("latency_s", 0.0), int(f.get("ranks", 2))
+    plain = layers.get("plain_per_layer_s", fits_1t["ops"]["per_layer_s"])
+    plain_opt = layers.get("plain_opt_per_layer_s", 0.0)
+    extra = {"fsdp_layer_overhead_s": max(0.0, layers.get("fsdp_per_layer_s", plain) - plain)}
+    ops = layers.get("tp_ops_layer") or {}
+    n_ops = ops.get("fwd_dtensor", 0) + ops.get("bwd_dtensor", 0)
+    if n_ops > 0:
+        # each all-gather or reduce-scatter of TP is an all-gather unit of n - 1 latency steps (physics/comm.py)
+        coll_lat = (ops.get("fwd_collectives", 0) + ops.get("bwd_collectives", 0)) * (n - 1) * lat
+        host = max(0.0, layers.get("tp_per_layer_s", plain) - plain - coll_lat)
+        extra.update({"dtensor_op_us": host / n_ops * 1e6, "eager_ops_tp_layer_fwd": ops["fwd_dtensor"],
+                      "eager_ops_tp_layer_bwd": ops["bwd_dtensor"]})
+        model = layers.get("tp_ops_model") or {}
+        extra.update({"eager_ops_tp_model": model.get("fwd_dtensor", 0) + model.get("bwd_dtensor", 0),
+                      "tp_model_collectives": model.get("fwd_collectives", 0) + model.get("bwd_collectives", 0)})
+    for mode in ("tp", "fsdp"):
+        if f"{mode}_opt_per_layer_s" in layers:
+            extra[f"{mode}_optimizer_layer_s"] = max(0.0, layers[f"{mode}_opt_per_layer_s"] - plain_opt)
     entry = copy.deepcopy(next(e for e in catalog.load("stacks")["stacks"] if e["id"] == "torchtitan"))
     from ..estimate import _variant
 
     entry["by_generation"]["cpu"] = {**_variant(entry["by_generation"], "cpu"), **extra}
-    entry["source"] = (f"{entry['source']} | cpu variant: fsdp_layer_overhead_s and tp_layer_overhead_s measured "
-                       f"by megacluster calibrate (the runtime's tiny Llama, 2 vs 6 layers, {coll['fit']['ranks']} "
-                       "processes, minus the plain per-layer time and the TP latency the model counts)")
+    entry["source"] = (f"{entry['source']} | cpu variant: {', '.join(sorted(extra))} measured by megacluster "
+                       f"calibrate (the runtime's tiny Llama, 2 vs 6 layers, {n} processes, against the plain "
+                       "model run the same way; DTensor ops and collectives per layer counted with a "
+                       "TorchDispatchMode; TP's own collectives' latency taken out, the step model prices them)")
     return entry
 
 
