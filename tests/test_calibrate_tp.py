@@ -172,3 +172,15 @@ def test_catalog_gpu_estimates_do_not_see_the_cpu_constants():
                      tp_optimizer_layer_s=1.0, fsdp_optimizer_layer_s=1.0)
     after = estimate(spec, cluster, lay, StackSpec(framework="torchtitan")).step_time_s
     assert after == before
+
+
+def test_compute_benchmarks_take_the_median_on_a_cpu_and_the_best_on_a_gpu(monkeypatch):
+    import torch
+
+    assert bench.stat_for(torch.device("cpu")) == "median" and bench.stat_for(torch.device("cuda")) == "best"
+    for stat, want in (("median", 2.0), ("best", 1.0)):
+        ticks = iter([0.0, 1.0, 1.0, 4.0, 4.0, 6.0])
+        monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+        assert bench.best_time(lambda: None, torch.device("cpu"), reps=3, wall=True, stat=stat) == want
+    with pytest.raises(ValueError):
+        bench.best_time(lambda: None, torch.device("cpu"), reps=1, stat="mean")

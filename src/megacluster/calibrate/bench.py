@@ -1,7 +1,10 @@
 """Microbenchmarks on the local device with PyTorch (imported here only): GEMMs over M/N/K, causal attention
 forward/backward over sequence lengths, memory bandwidth, the host time per eager op of the runtime's own
-model, and collectives over message sizes in a process group. Each returns raw points (seconds are the best
-of a few repetitions after a warm-up: the machine's capability, not its noise)."""
+model, and collectives over message sizes in a process group. Each returns raw points: on a GPU, seconds are the
+best of a few repetitions after a warm-up (the device's capability: its clocks are steady and the spread is a few
+percent); on a CPU, the median of the repetitions (``stat_for``): a virtual machine's speed drifts with its
+neighbours by 10-30% within minutes, and a training step, which repeats each operation thousands of times, pays
+the typical speed, not the best moment."""
 
 from __future__ import annotations
 
@@ -57,20 +60,31 @@ def _clock(device):
     return time.perf_counter
 
 
-def best_time(fn, device, reps: int, inner: int = 1, wall: bool = False) -> float:
-    """Best time of ``fn`` over ``reps`` repetitions (each ``inner`` calls), after one warm-up call (``wall``:
-    wall time whatever the device: collectives wait on other processes and the backend's threads)."""
+def stat_for(device) -> str:
+    """How repetitions of a compute microbenchmark are summarised on ``device``: "best" on a GPU, "median" on a
+    CPU (see the module docstring)."""
+    return "median" if device.type == "cpu" else "best"
+
+
+def best_time(fn, device, reps: int, inner: int = 1, wall: bool = False, stat: str = "best") -> float:
+    """Best (or, with ``stat="median"``, median) time of ``fn`` over ``reps`` repetitions (each the mean of
+    ``inner`` calls), after one warm-up call (``wall``: wall time whatever the device: collectives wait on other
+    processes and the backend's threads)."""
+    import statistics
+
+    if stat not in ("best", "median"):
+        raise ValueError(f"stat must be best or median, not {stat!r}")
     clock = time.perf_counter if wall else _clock(device)
     fn()
     _sync(device)
-    best = float("inf")
-    for _ in range(reps):
+    times = []
+    for _ in range(max(reps, 1)):
         t = clock()
         for _ in range(inner):
             fn()
         _sync(device)
-        best = min(best, (clock() - t) / inner)
-    return best
+        times.append((clock() - t) / inner)
+    return min(times) if stat == "best" else statistics.median(times)
 
 
 def typical_time(fn, reps: int, inner: int = 1) -> float:
@@ -78,16 +92,9 @@ def typical_time(fn, reps: int, inner: int = 1) -> float:
     one warm-up call: what a training step pays for an operation it repeats. On a CPU with gloo the best
     repetition of a collective is 2-3x faster than the typical one (the backend's threads are woken, the
     peer is late by a few hundred microseconds), so the best time would price a step's collectives too low."""
-    import statistics
+    import torch
 
-    fn()
-    times = []
-    for _ in range(max(reps, 1)):
-        t = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        times.append((time.perf_counter() - t) / inner)
-    return statistics.median(times)
+    return best_time(fn, torch.device("cpu"), reps, inner, wall=True, stat="median")
 
 
 def gemm_points(device, dtype, sw: Sweep, tick: Tick) -> list[list[float]]:
@@ -102,7 +109,8 @@ def gemm_points(device, dtype, sw: Sweep, tick: Tick) -> list[list[float]]:
                 b = torch.randn(k, n, device=device).to(dtype)
                 flops = 2.0 * m * n * k
                 inner = max(1, min(50, int(2e8 / flops)))     # tiny GEMMs: time several per repetition
-                out.append([m, n, k, best_time(lambda: torch.mm(a, b), device, sw.reps, inner)])
+                t = best_time(lambda: torch.mm(a, b), device, sw.reps, inner, stat=stat_for(device))
+                out.append([m, n, k, t])
                 tick("gemm")
     return out
 
@@ -130,8 +138,8 @@ def attention_points(device, dtype, sw: Sweep, tick: Tick, heads: int = 8, head_
 
         flops = 2.0 * heads * head_dim * s * s         # QK^T and PV, 2 FLOPs per MAC, half the scores (causal)
         inner = max(1, min(20, int(5e7 / flops)))
-        tf = best_time(fwd, device, sw.reps, inner)
-        tfb = best_time(fwd_bwd, device, sw.reps, inner)
+        tf = best_time(fwd, device, sw.reps, inner, stat=stat_for(device))
+        tfb = best_time(fwd_bwd, device, sw.reps, inner, stat=stat_for(device))
         out.append([s, flops, tf, max(tfb - tf, 1e-9)])
         tick("attention")
     return out
@@ -147,8 +155,9 @@ def stream_points(device, sw: Sweep, tick: Tick) -> list[list[float]]:
         a = torch.ones(n, device=device)
         b = torch.empty(n, device=device)
         c = torch.empty(n, device=device)
-        out.append([2.0 * 4 * n, best_time(lambda: b.copy_(a), device, sw.reps)])
-        out.append([3.0 * 4 * n, best_time(lambda: torch.add(a, b, out=c), device, sw.reps)])
+        out.append([2.0 * 4 * n, best_time(lambda: b.copy_(a), device, sw.reps, stat=stat_for(device))])
+        out.append([3.0 * 4 * n, best_time(lambda: torch.add(a, b, out=c), device, sw.reps,
+                                             stat=stat_for(device))])
         tick("memory")
     return out
 
@@ -174,7 +183,7 @@ def op_points(device, tick: Tick, reps: int = 5) -> dict:
             loss = F.cross_entropy(model(x).flatten(0, 1).float(), x.flatten())
             loss.backward()
 
-        times[layers] = best_time(step, device, reps, inner=5)
+        times[layers] = best_time(step, device, reps, inner=5, stat=stat_for(device))
         tick("ops")
     return {"layers_2_s": times[2], "layers_6_s": times[6], "per_layer_s": max(times[6] - times[2], 0.0) / 4}
 
