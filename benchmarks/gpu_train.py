@@ -3,6 +3,8 @@
     python benchmarks/gpu_train.py                      # Llama 3.2 1B, seq 2048, micro-batch 4, 30 steps
     python benchmarks/gpu_train.py --micro-batch 8 --recompute selective
     python benchmarks/gpu_train.py --smoke              # the same code path on CPU with a tiny model
+    megacluster calibrate --out hw.yaml && python benchmarks/gpu_train.py --hardware hw.yaml
+                                                        # predicted from this GPU's measured profile (issue 17)
 
 Prints megacluster's prediction, the measured medians over the steps after the first five (compilation and
 warm-up) and one Markdown row for benchmarks/RESULTS.md. MFU counts model FLOPs with the planner's convention
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recompute", default="none", choices=["none", "selective", "full"])
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tiny model on CPU (no GPU needed), compile via aot_eager")
+    ap.add_argument("--hardware", help="hardware profile from `megacluster calibrate`: predict from the measured "
+                                       "device instead of the catalog's")
     args = ap.parse_args(argv)
 
     import torch
@@ -50,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                     seq_len=seq, recompute=args.recompute, zero=3, precision="bf16")
     cfg = TrainConfig(model=spec, layout=layout, precision=precision, compile=not args.no_compile,
                       compile_backend=backend, steps=steps, lr=3e-4, warmup=5, device=device, log_every=5,
-                      warmup_steps_excluded=5 if steps > 5 else 1)
+                      warmup_steps_excluded=5 if steps > 5 else 1, hardware=args.hardware)
     res = run(cfg)
     m = res["measured"]
     dev = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run)"
@@ -62,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
            f"{pred['mfu']:.1%} | {m['memory_gib']:.1f} | `{cmd.strip()}` |" if pred else
            f"| {datetime.date.today()} | {dev} | {spec.name} | {m['tokens_per_s_per_device']:,.0f} | "
            f"{m['tflops_per_device']:.3g} | {m['mfu']:.1%} | - | {m['memory_gib']:.2f} | `{cmd.strip()}` |")
-    print(json.dumps({"device": dev, "measured": m, "predicted_mfu": pred["mfu"] if pred else None}))
+    ratio = pred["step_time_s"] / m["step_time_s"] if pred and m.get("step_time_s") else None
+    print(json.dumps({"device": dev, "measured": m, "predicted_mfu": pred["mfu"] if pred else None,
+                      "predicted_step_time_s": pred["step_time_s"] if pred else None,
+                      "predicted_over_measured_step": ratio, "prediction_note": res.get("prediction_note")}))
     print("RESULTS.md row:")
     print(row)
     return 0
