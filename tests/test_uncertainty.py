@@ -128,6 +128,16 @@ def test_widening_rate_is_the_smallest_that_covers_the_rare_runs():
     assert u.fit_widen_per_feature(plain) == 0.0                       # nothing rare: nothing to widen
 
 
+def test_widening_rate_weighs_each_family_the_same():
+    """A big family whose rare-stack runs happen to be well predicted does not set the rate alone: four other
+    sources, each on a stack of its own and missed by 0.15, must be covered too."""
+    plain = _rows([np.linspace(-0.1, 0.1, 30), np.linspace(-0.1, 0.1, 30)])
+    big = [dict(r, id=f"big{i}", family="big", stack="s-big") for i, r in enumerate(_rows([[0.0] * 20]))]
+    small = [dict(r, id=f"s{i}", family=f"small{i}", stack=f"s-{i}") for i, r in enumerate(_rows([[0.15]] * 4))]
+    assert u.fit_widen_per_feature(plain + big + small) >= 0.5          # 0.1 x (1 + r) must reach 0.15
+    assert u.fit_widen_per_feature(plain + big) == 0.0
+
+
 def test_the_catalog_table_carries_its_calibrated_rate():
     rows = list(u.residual_table())
     assert u.widen_per_feature() == u.fit_widen_per_feature(rows)
@@ -274,3 +284,15 @@ def test_a_missing_residual_table_is_one_line(monkeypatch, tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1
     finally:
         u.residual_table.cache_clear()
+
+
+def test_nested_coverage_refits_the_rate_without_each_family():
+    """The nested figure refits the widening rate per left-out family: with a big well-predicted family that
+    alone keeps the rate low, the small families' runs get wider bands than in the plain figure."""
+    plain = _rows([np.linspace(-0.1, 0.1, 30), np.linspace(-0.1, 0.1, 30)])
+    big = [dict(r, id=f"big{i}", family="big", stack="s-big") for i, r in enumerate(_rows([[0.0] * 20]))]
+    small = [dict(r, id=f"s{i}", family=f"small{i}", stack=f"s-{i}") for i, r in enumerate(_rows([[0.15]] * 4))]
+    rows = plain + big + small
+    flat, nested = u.loo_coverage(rows), u.nested_loo_coverage(rows)
+    assert set(flat) == set(nested) == {"more", "all"} and nested["all"]["n"] == len(rows)
+    assert 0.0 <= nested["all"]["coverage"] <= 1.0 and nested["all"]["median_half_width"] > 0

@@ -19,8 +19,8 @@ Method (also in docs/architecture.md):
   ``WIDEN_PER_OCTAVE`` per octave (factor 2) by which GPUs, total parameters or sequence length lie outside
   the remaining runs' range. The octave rate is a stated assumption. The feature rate ``r`` is **calibrated**
   like the band itself: the smallest rate on a grid of 0.05 steps (``WIDEN_GRID``) at which the runs that
-  have a rare feature are covered at the nominal level (80%) by their own leave-family-out bands
-  (``fit_widen_per_feature``; stored in the residual table's header and regenerated with it). Widening only
+  have a rare feature are covered at the nominal level (80%) by their own leave-family-out bands, each family
+  weighing the same (``fit_widen_per_feature``; stored in the residual table's header and regenerated with it). Widening only
   enlarges a band, so coverage does not fall as ``r`` grows and the smallest such rate is well defined.
 * A rate (tokens/s, MFU) ``P`` lies in ``[P exp(-hi), P exp(-lo)]``; a time (step, days) ``T`` in
   ``[T exp(lo), T exp(hi)]``.
@@ -330,7 +330,7 @@ def residual_table_text(rows: Optional[list[dict]] = None) -> str:
             "widen_per_feature": fit_widen_per_feature(rows),
             "widen_basis": "calibrated (uncertainty.fit_widen_per_feature): the smallest rate, in steps of 0.05, "
                            "at which the runs with a rare feature lie inside their leave-family-out 80% bands "
-                           "at least 80% of the time"}
+                           "at least 80% of the time, each family weighing the same"}
     lines = [json.dumps(r) for r in rows]
     return json.dumps(head)[:-1] + ',\n"runs": [\n' + ",\n".join(lines) + "\n]}\n"
 
@@ -356,18 +356,23 @@ def _loo_bands(rows: Sequence[dict], per_feature: float) -> dict[tuple[str, str]
 
 def fit_widen_per_feature(rows: Sequence[dict]) -> float:
     """The smallest rate of ``WIDEN_GRID`` at which the rows with a rare feature (against their own
-    leave-family-out pool) lie inside their leave-family-out bands at least ``LEVEL`` of the time; the largest
-    rate where none reaches it, 0 where no row has a rare feature. Coverage cannot fall as the rate grows
-    (widening only enlarges a band), so the grid is bisected."""
+    leave-family-out pool) lie inside their leave-family-out bands at least ``LEVEL`` of the time, each family
+    weighing the same (the mean over families of the share of its rare-feature rows covered: a family is the
+    unit whose errors are shared, and one source with many runs would otherwise set the rate alone); the
+    largest rate where none reaches it, 0 where no row has a rare feature. Coverage cannot fall as the rate
+    grows (widening only enlarges a band), so the grid is bisected."""
     rows = list(rows)
     if not rows:
         return WIDEN_PER_FEATURE
 
     def covered(rate: float) -> Optional[float]:
         bands = _loo_bands(rows, rate)
-        hits = [b.lo <= r["residual"] <= b.hi for r in rows
-                for b in [bands[r["id"], r["set"]]] if any(not x.startswith(AXES) for x in b.rare)]
-        return coverage(hits) if hits else None
+        by_family: dict[str, list[bool]] = {}
+        for r in rows:
+            b = bands[r["id"], r["set"]]
+            if any(not x.startswith(AXES) for x in b.rare):
+                by_family.setdefault(r["family"], []).append(b.lo <= r["residual"] <= b.hi)
+        return float(np.mean([coverage(v) for v in by_family.values()])) if by_family else None
 
     if covered(WIDEN_GRID[0]) is None:
         return 0.0
@@ -383,6 +388,16 @@ def fit_widen_per_feature(rows: Sequence[dict]) -> float:
     return WIDEN_GRID[lo]
 
 
+def _by_set(inside: dict[tuple[str, str], bool], hw: dict[tuple[str, str], float]) -> dict[str, dict[str, float]]:
+    """Coverage and median half-width by run set and overall (``all``) of bands keyed by (id, set)."""
+    out = {}
+    for name in sorted({s for _, s in inside}) + ["all"]:
+        keys = [k for k in inside if name in ("all", k[1])]
+        out[name] = {"n": len(keys), "coverage": coverage([inside[k] for k in keys]),
+                     "median_half_width": float(np.median([hw[k] for k in keys]))}
+    return out
+
+
 def loo_coverage(rows: Optional[Sequence[dict]] = None, per_feature: Optional[float] = None
                  ) -> dict[str, dict[str, float]]:
     """Coverage of each run's leave-family-out band and the median half-width, by run set and overall
@@ -395,12 +410,21 @@ def loo_coverage(rows: Optional[Sequence[dict]] = None, per_feature: Optional[fl
     inside = {k: b.lo <= r["residual"] <= b.hi for r in rows for k, b in [((r["id"], r["set"]),
                                                                           bands[r["id"], r["set"]])]}
     hw = {k: b.half_width() for k, b in bands.items()}
-    out = {}
-    for name in sorted({s for _, s in inside}) + ["all"]:
-        keys = [k for k in inside if name in ("all", k[1])]
-        out[name] = {"n": len(keys), "coverage": coverage([inside[k] for k in keys]),
-                     "median_half_width": float(np.median([hw[k] for k in keys]))}
-    return out
+    return _by_set(inside, hw)
+
+
+def nested_loo_coverage(rows: Optional[Sequence[dict]] = None) -> dict[str, dict[str, float]]:
+    """``loo_coverage`` with the widening rate also refitted without each run's own family (nested: nothing about
+    a run's source reaches its band, not even through the rate). Slower (one fit per family, a few seconds)."""
+    rows = list(residual_table() if rows is None else rows)
+    rates = {f: fit_widen_per_feature([r for r in rows if r["family"] != f]) for f in {r["family"] for r in rows}}
+    inside, hw = {}, {}
+    for r in rows:
+        b = band(_row_features(r), rows, exclude_family=r["family"], exclude_id=r["id"],
+                 per_feature=rates[r["family"]])
+        inside[r["id"], r["set"]] = b.lo <= r["residual"] <= b.hi
+        hw[r["id"], r["set"]] = b.half_width()
+    return _by_set(inside, hw)
 
 
 def json_fields(intervals: dict[str, Any]) -> dict[str, Any]:
