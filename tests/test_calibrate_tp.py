@@ -184,3 +184,11 @@ def test_compute_benchmarks_take_the_median_on_a_cpu_and_the_best_on_a_gpu(monke
         assert bench.best_time(lambda: None, torch.device("cpu"), reps=3, wall=True, stat=stat) == want
     with pytest.raises(ValueError):
         bench.best_time(lambda: None, torch.device("cpu"), reps=1, stat="mean")
+
+
+def test_cpu_gemm_points_average_the_three_layouts_of_a_linear_layer():
+    import torch
+
+    cpu = bench.gemm_layouts(8, 4, 16, torch.device("cpu"), torch.float32)
+    assert len(cpu) == 3 and {tuple(f().shape) for f in cpu} == {(8, 4)}
+    assert len(bench.gemm_layouts(8, 4, 16, torch.device("meta"), torch.float32)) == 1
