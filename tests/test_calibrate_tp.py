@@ -20,11 +20,7 @@ from megacluster.specs import Layout, ModelSpec, StackSpec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _no_overlay():
-    yield
-    for kind in ("gpus", "fabrics", "stacks"):
-        catalog.use_entries(kind, [])
+from test_calibrate import _no_overlay  # noqa: E402,F401  (autouse: each test ends with the plain catalog)
 
 
 # ------------------------------------------------------------------------------------------ measurements
