@@ -20,7 +20,7 @@ from megacluster.specs import Layout, ModelSpec, StackSpec
 ROOT = Path(__file__).resolve().parents[1]
 
 
-from test_calibrate import _no_overlay  # noqa: E402,F401  (autouse: each test ends with the plain catalog)
+from test_calibrate import _cpu_entry, _no_overlay  # noqa: E402,F401  (_no_overlay: autouse)
 
 
 # ------------------------------------------------------------------------------------------ measurements
@@ -89,12 +89,7 @@ print(json.dumps(out))
 
 
 # ------------------------------------------------------------------------------------------ the step model
-CPU = {"id": "cpu-tp-test-1t", "name": "test CPU (1 thread, calibrated)", "generation": "cpu",
-       "peak_tflops": {"bf16": 0.05, "fp32": 0.05}, "hbm_gib": 4096.0, "hbm_tbs": 0.005, "nvlink_gbs": 0.5,
-       "intra_node_efficiency": 1.0, "intra_node_latency_us": 200.0, "tdp_w": 0.0, "price_usd": 0.0,
-       "gemm_efficiency": 0.8, "sm_count": 1, "gemm_tile": [1, 1], "gemm_k_overhead": 2.0, "gemm_launch_us": 0.0,
-       "attention_efficiency": 0.3, "attention_half_seq": 20.0, "attention_bwd_ratio": 0.6,
-       "hbm_efficiency": 1.0, "op_overhead_us": 20.0, "source": "synthetic test entry"}
+CPU = _cpu_entry(id="cpu-tp-test-1t")
 MODEL = ModelSpec(name="t", n_layers=4, d_model=256, n_heads=4, n_kv_heads=2, ffn_hidden=688, vocab=256,
                   mlp="swiglu", seq_len=256)
 
