@@ -276,14 +276,28 @@ def test_a_missing_residual_table_is_one_line(monkeypatch, tmp_path, capsys):
     bad = tmp_path / "residuals.json"
     bad.write_text("{not json")
     monkeypatch.setattr(u, "residual_path", lambda: bad)
-    u.residual_table.cache_clear()
+    u.clear_table_cache()
     try:
         code, out, err = run_cli(capsys, "estimate", "-m", "llama3.1-8b", "-g", "h100-sxm", "-n", "8", "--zero", "3",
                                  "--global-batch", "32")
         assert code == 2 and "residual table" in err and "benchmarks/residuals.py" in err
         assert len(err.strip().splitlines()) == 1
     finally:
-        u.residual_table.cache_clear()
+        u.clear_table_cache()
+
+
+@pytest.mark.parametrize("rate", ['"0.3"', "-1", "1e9", "true", "null"])
+def test_a_malformed_widening_rate_is_one_line(monkeypatch, tmp_path, capsys, rate):
+    table = json.loads(u.residual_path().read_text(encoding="utf-8"))
+    bad = tmp_path / "residuals.json"
+    bad.write_text(json.dumps({**table, "widen_per_feature": json.loads(rate)}))
+    monkeypatch.setattr(u, "residual_path", lambda: bad)
+    u.clear_table_cache()
+    try:
+        code, out, err = run_cli(capsys, "validate", "--runs", "more")
+        assert code == 2 and "widen_per_feature" in err and len(err.strip().splitlines()) == 1
+    finally:
+        u.clear_table_cache()
 
 
 def test_nested_coverage_refits_the_rate_without_each_family():

@@ -20,8 +20,9 @@ Method (also in docs/architecture.md):
   the remaining runs' range. The octave rate is a stated assumption. The feature rate ``r`` is **calibrated**
   like the band itself: the smallest rate on a grid of 0.05 steps (``WIDEN_GRID``) at which the runs that
   have a rare feature are covered at the nominal level (80%) by their own leave-family-out bands, each family
-  weighing the same (``fit_widen_per_feature``; stored in the residual table's header and regenerated with it). Widening only
-  enlarges a band, so coverage does not fall as ``r`` grows and the smallest such rate is well defined.
+  weighing the same (``fit_widen_per_feature``; stored in the residual table's header and regenerated with
+  it). Widening only enlarges a band, so coverage does not fall as ``r`` grows and the smallest such rate is
+  well defined.
 * A rate (tokens/s, MFU) ``P`` lies in ``[P exp(-hi), P exp(-lo)]``; a time (step, days) ``T`` in
   ``[T exp(lo), T exp(hi)]``.
 """
@@ -138,14 +139,22 @@ def residual_table() -> tuple[dict[str, Any], ...]:
     return _table_file()["runs"]
 
 
-residual_table.cache_clear = _table_file.cache_clear      # type: ignore[attr-defined]
+def clear_table_cache() -> None:
+    """Forget the residual table read so far (after it is rewritten, or when a test points it elsewhere)."""
+    _table_file.cache_clear()
 
 
 def widen_per_feature() -> float:
     """The calibrated per-rare-feature widening rate stored with the residual table (``fit_widen_per_feature``),
-    or ``WIDEN_PER_FEATURE`` for a table written before the rate was calibrated."""
-    rate = _table_file().get("widen_per_feature")
-    return float(rate) if isinstance(rate, (int, float)) and 0 <= rate <= 10 else WIDEN_PER_FEATURE
+    or ``WIDEN_PER_FEATURE`` for a table written before the rate was calibrated; a rate that is not a number of
+    the grid's range is a malformed table."""
+    from .errors import UserError
+
+    rate = _table_file().get("widen_per_feature", WIDEN_PER_FEATURE)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not WIDEN_GRID[0] <= rate <= WIDEN_GRID[-1]:
+        raise UserError(f"the residual table {residual_path()} has a malformed widen_per_feature ({rate!r}): "
+                        f"regenerate it with `python benchmarks/residuals.py`")
+    return float(rate)
 
 
 # ------------------------------------------------------------------------------------------------ the band
@@ -340,7 +349,7 @@ def write_residual_table() -> tuple[Any, list[dict]]:
     rows = residual_rows()
     path = residual_path()
     path.write_text(residual_table_text(rows), encoding="utf-8")
-    residual_table.cache_clear()
+    clear_table_cache()
     return path, rows
 
 
