@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(model=spec, layout=layout, precision=precision, compile=not args.no_compile,
                       compile_backend=backend, steps=steps, lr=3e-4, warmup=5, device=device, log_every=5,
                       warmup_steps_excluded=5 if steps > 5 else 1, hardware=args.hardware)
-    res = run(cfg)
+    from megacluster.errors import UserError
+
+    try:
+        res = run(cfg)
+    except UserError as e:          # a bad --hardware file or an impossible layout: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     m = res["measured"]
     dev = torch.cuda.get_device_name() if device == "cuda" else "CPU (smoke run)"
     cmd = "python benchmarks/gpu_train.py " + " ".join(argv if argv is not None else sys.argv[1:])

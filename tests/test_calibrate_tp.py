@@ -183,3 +183,16 @@ def test_cpu_gemm_points_average_the_three_layouts_of_a_linear_layer():
     cpu = bench.gemm_layouts(8, 4, 16, torch.device("cpu"), torch.float32)
     assert len(cpu) == 3 and {tuple(f().shape) for f in cpu} == {(8, 4)}
     assert len(bench.gemm_layouts(8, 4, 16, torch.device("meta"), torch.float32)) == 1
+
+
+def test_gpu_train_benchmark_refuses_a_bad_profile_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_train", ROOT / "benchmarks" / "gpu_train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    bad = tmp_path / "hw.yaml"
+    bad.write_text("gpus:\n- id: h100-sxm\n")
+    assert mod.main(["--smoke", "--hardware", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "not a megacluster hardware profile" in err and len(err.strip().splitlines()) == 1
