@@ -136,6 +136,8 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     rc = A["recompute"].astype(int)
     fp8 = A["fp8"].astype(bool)
     zero = A["zero"].astype(int)
+    # replicas of the sharded state (HSDP / MiCS / distributed-optimizer instances; 1 when not given)
+    rep = np.asarray(L.get("dp_replicate", 1)).astype(float)
     gpn = float(node.nvlink_domain)      # GPUs that reach each other over NVLink (the node, or an NVL72 rack)
     h, V = m.d_model, m.vocab
     qd, vd = attn_dims(m)
@@ -346,17 +348,26 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     else:
         p_expert = np.zeros_like(tp)
     p_gpu = p_dense + p_expert
-    shard = dp * cp                                               # ZeRO shards over data x context ranks
+    # ZeRO shards over data x context ranks, or over one replica's share of them (dp_replicate > 1: the
+    # shard group is dp*cp/rep neighbouring ranks, and the rep groups all-reduce their gradient shards)
+    shard = dp * cp / np.where(zero > 0, rep, 1.0)
     eshard = np.maximum(shard / ep, 1.0)
     dp_per_node = np.clip(gpn / (tp * cp), 1, shard)
-    span = tp * cp * dp
+    span = tp * shard                                             # GPUs one shard group spans
     gr = c["grad_reduce_bytes"]
 
     def gather(bytes_, n, per_node):
         return comm.allgather_time(cluster, bytes_, n, per_node, span)
 
+    # across replicas: one all-reduce of this rank's gradient shard per step, between ranks a shard group
+    # apart (in one node only when a whole shard group fits in less than a node)
+    n_rep = np.where(zero > 0, rep, 1.0)
+    rep_per_node = np.clip(gpn / span, 1, n_rep)
+    t_rep = (comm.allreduce_time(cluster, p_dense * gr / shard, n_rep, rep_per_node, tp * cp * dp)
+             + comm.allreduce_time(cluster, p_expert * gr / eshard, n_rep, rep_per_node, tp * cp * dp))
+
     # per step, ZeRO-0..2: reduce gradients (+ gather updated weights for ZeRO-1/2)
-    rs_grads = gather(p_dense * gr, shard, dp_per_node) + gather(p_expert * gr, eshard, dp_per_node)
+    rs_grads = gather(p_dense * gr, shard, dp_per_node) + gather(p_expert * gr, eshard, dp_per_node) + t_rep
     ag_params = gather(p_dense * 2.0, shard, dp_per_node) + gather(p_expert * 2.0, eshard, dp_per_node)
     allreduce = 2.0 * rs_grads
     t_dp_step = np.where(zero == 0, allreduce, rs_grads + ag_params)
@@ -376,20 +387,20 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         dp_exposed_12 = np.maximum(dp_exposed_12, b_exposed)
     # ZeRO-3 / FSDP: gather weights for forward and backward, reduce-scatter grads, per micro-batch
     # (or once per step when weights stay gathered across micro-batches)
-    per_mb = 2.0 * ag_params + rs_grads
+    per_mb = 2.0 * ag_params + rs_grads - t_rep
     # a stack that keeps a stage's weights (and gradients) unsharded across micro-batches gathers once a step
     keep_w = _fsdp_keeps(c, "fsdp_unsharded_weights", pp)
     keep_g = _fsdp_keeps(c, "fsdp_unsharded_grads", pp)
     per_mb_gather = bool(c["fsdp_gather_per_microbatch"]) & ~keep_w
     hide = 1.0 if c["dp_overlap"] else 0.0
-    comm3 = np.where(per_mb_gather, n_mb * per_mb, per_mb)
+    comm3 = np.where(per_mb_gather, n_mb * per_mb, per_mb) + t_rep
     hide3 = np.where(per_mb_gather, n_mb, 1.0) * t_mb_first * hide
     first_gather = ag_params / np.maximum(layers_stage, 1)            # the first layer's gather is exposed
     # a stack that issues each backward all-gather only after the previous unit's gradients are computed
     # (FSDP1 BackwardPrefetch.BACKWARD_POST) leaves the backward's gathers exposed; the rest hides as before
     bwd_gather = np.where(per_mb_gather, n_mb, 1.0) * ag_params if c.get("fsdp_backward_prefetch") == "post" else 0.0
     dp_exposed_3 = bwd_gather + np.maximum(0.0, comm3 - bwd_gather - hide3) + first_gather
-    dp_exposed = np.where(shard > 1, np.where(zero == 3, dp_exposed_3, dp_exposed_12), 0.0)
+    dp_exposed = np.where(dp * cp > 1, np.where(zero == 3, dp_exposed_3, dp_exposed_12), 0.0)
     t_dp_total = np.where(zero == 3, comm3, t_dp_step)
 
     # optimizer: stream fp32 master, moments, grads and write 16-bit weights for this GPU's shard
@@ -403,7 +414,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # compute added per second hidden)
     t_ep_total = (m.n_moe_layers / n_layers) * t_ep if m.moe else 0.0
     per_layer_hidden = (t_tp - tp_exposed) + (np.where(cp > 1, t_cp, 0.0) - cp_exposed) + (t_ep_total - ep_exposed)
-    dp_hidden = np.where(shard > 1, np.maximum(t_dp_total - dp_exposed, 0.0), 0.0)
+    dp_hidden = np.where(dp * cp > 1, np.maximum(t_dp_total - dp_exposed, 0.0), 0.0)
     hidden = n_mb * layers_crit * per_layer_hidden + (t_p2p - pp_exposed) + dp_hidden
     t_contention = g.overlap_compute_slowdown * hidden
 
@@ -448,7 +459,16 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     acts_last = per_tok_layer * T * layers_end + T * V / tp * c["loss_bytes_per_logit"] + rebuilt
     activations = np.maximum(acts_first, acts_last)
     layer_w = dense_layer_params / tp * 2.0
-    buffers = 4.0 * act_msg + np.where(zero == 3, 2.0 * layer_w, 0.0) + c["reserved_gib"] * GIB
+    # ZeRO-3 / FSDP: a wrapped unit's 16-bit weights are gathered whole for its forward and backward, and its
+    # backward leaves the unit's unsharded gradient (16-bit, plus the reduce copy where the stack reduces in
+    # another precision) until the reduce-scatter; the next unit's weights are prefetched meanwhile. The
+    # largest unit is a layer or, on the last stage, the output layer (vocabulary x hidden).
+    unit_grad_b = 2.0 + np.where(c["grad_reduce_bytes"] != 2, c["grad_reduce_bytes"], 0.0)
+    vocab_p = V * h / tp
+    layer_peak = 2.0 * layer_w + dense_layer_params / tp * unit_grad_b
+    out_peak = layer_w + vocab_p * (2.0 + unit_grad_b)
+    z3_buf = np.maximum(layer_peak, out_peak)
+    buffers = 4.0 * act_msg + np.where(zero == 3, z3_buf, 0.0) + c["reserved_gib"] * GIB
     total = weights + grads + optim + activations + buffers
 
     # ------------------------------------------------------------------ rates
@@ -529,7 +549,7 @@ def layout_arrays(layout: Layout) -> dict[str, Any]:
     """A Layout as the scalar dict ``estimate_arrays`` takes."""
     d = layout.model_dump()
     return {**{k: d[k] for k in LAYOUT_KEYS if k in d}, "recompute": RECOMPUTE[layout.recompute],
-            "fp8": layout.precision == "fp8"}
+            "fp8": layout.precision == "fp8", "dp_replicate": layout.dp_replicate}
 
 
 def estimate(model: ModelSpec, cluster: ClusterSpec, layout: Layout, stack: StackSpec | None = None,

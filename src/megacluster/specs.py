@@ -340,6 +340,10 @@ class Layout(_Spec):
     sequence_parallel: bool = True
     recompute: Recompute = "selective"
     zero: int = Field(1, ge=0, le=3)
+    dp_replicate: int = Field(1, gt=0, le=_most("gpus"),
+                              description="replicas of the ZeRO-sharded state (HSDP, MiCS partition groups, "
+                              "Megatron's distributed-optimizer instances): the state shards over "
+                              "dp*cp/dp_replicate ranks and the replicas all-reduce their gradient shards")
     precision: Precision = "bf16"
 
     @property
@@ -353,6 +357,7 @@ class Layout(_Spec):
     def label(self) -> str:
         """Short text for a layout: ``TP8 PP16 DP128 vp2 mb1 selective Z1 bf16``."""
         parts = [f"TP{self.tp}", f"PP{self.pp}", f"DP{self.dp}"]
-        parts += [f"{k}{v}" for k, v in (("CP", self.cp), ("EP", self.ep), ("vp", self.vp)) if v > 1]
+        parts += [f"{k}{v}" for k, v in (("CP", self.cp), ("EP", self.ep), ("vp", self.vp),
+                                          ("rep", self.dp_replicate)) if v > 1]
         parts += [f"mb{self.micro_batch}", self.recompute, f"Z{self.zero}", self.precision]
         return " ".join(parts)

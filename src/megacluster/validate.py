@@ -201,7 +201,7 @@ def predict_run(run: dict) -> RunResult:
     base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                 vp=s.get("vp") or 1, global_batch=s["global_batch"], seq_len=s["seq_len"],
                 sequence_parallel=bool(s.get("sequence_parallel")), recompute=RECOMPUTE[s["recompute"]],
-                zero=s.get("zero") or 0, fp8=_precision(s)[0] == "fp8")
+                zero=s.get("zero") or 0, fp8=_precision(s)[0] == "fp8", dp_replicate=s.get("dp_replicate") or 1)
     arr = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs})
     fits = np.broadcast_to(arr["fits"], mbs.shape)
     tps = np.broadcast_to(arr["tokens_per_s_per_gpu"], mbs.shape)
@@ -213,6 +213,7 @@ def predict_run(run: dict) -> RunResult:
     layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=base["cp"], ep=base["ep"], vp=base["vp"],
                     micro_batch=int(mbs[i]), global_batch=s["global_batch"], seq_len=s["seq_len"],
                     sequence_parallel=base["sequence_parallel"], recompute=s["recompute"], zero=base["zero"],
+                    dp_replicate=base["dp_replicate"],
                     precision=_precision(s)[0])
     est = estimate(model, cluster, layout, stack, check=False)
     ref = float(run["reference"]["tokens_per_s_per_gpu"])
@@ -237,7 +238,7 @@ def _check_layout(model: ModelSpec, cluster, s: dict, micro_batch: int) -> None:
         layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                         vp=s.get("vp") or 1, micro_batch=micro_batch, global_batch=s["global_batch"],
                         seq_len=s["seq_len"], recompute=s["recompute"], zero=s.get("zero") or 0,
-                        precision=_precision(s)[0])
+                        dp_replicate=s.get("dp_replicate") or 1, precision=_precision(s)[0])
     except ValidationError as e:
         raise UserError(catalog.validation_message(e, "layout")) from None
     probs = layout_problems(model, cluster, layout)
@@ -325,6 +326,7 @@ RUN_FIELDS = {
               "ffn_hidden": "int", "vocab": "int", "seq_len": "int", "mlp": "str", "moe": "map", "mla": "map"},
     "spec": {"gpu": "str", "n_gpus": "int", "tp": "int", "pp": "int", "dp": "int", "cp": "int", "ep": "int",
              "vp": "int", "micro_batch": "int", "global_batch": "int", "seq_len": "int", "zero": "int",
+             "dp_replicate": "int",
              "gpus_per_node": "int", "nics_per_node": "int", "nic_gbps": "num", "fabric": "str",
              "precision": "str", "stack": "map", "sequence_parallel": "bool"},
     "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str"},
