@@ -188,3 +188,63 @@ def test_dtensor_sequence_parallel_keeps_the_gathered_block_inputs(monkeypatch):
     monkeypatch.setattr(est, "stack_constants", lambda stack, gen: plain)
     without = _acts(L, tt, LLAMA8)
     assert with_gathered - without == pytest.approx(8192 * 4 * h * (1 - 1 / tp), rel=1e-9)
+
+
+def _mem(L: Layout, stack: StackSpec, model: ModelSpec = LLAMA8) -> dict[str, float]:
+    r = estimate_arrays(model, ClusterSpec(gpu=GPU, n_gpus=L.n_gpus, node=NODE, fabric=FABRIC), stack,
+                        layout_arrays(L))
+    return {k: float(v) for k, v in r.items() if k.startswith(("m_", "t_dp"))}
+
+
+def test_zero3_buffers_hold_the_output_layer_unit_with_its_gradient_by_hand():
+    """FSDP: at the output layer's backward its whole bf16 weight, its bf16 gradient and the fp32 reduce copy
+    (torchtitan reduces in fp32) are live, with the last layer's weights prefetched; for Llama 3.1 8B the
+    vocabulary matrix (128256 x 4096 = 525M) is a bigger unit than a layer (218M)."""
+    stack = StackSpec(framework="torchtitan")
+    L = Layout(dp=8, global_batch=8, micro_batch=1, seq_len=8192, zero=3)
+    c = stack_constants(stack, "hopper")
+    m = _mem(L, stack)
+    h, V = LLAMA8.d_model, LLAMA8.vocab
+    layer = LLAMA8.params_dense_layers / LLAMA8.n_layers
+    act_msg = 8192 * h * 2.0
+    want = 4 * act_msg + 2 * layer + V * h * (2 + 2 + 4) + c["reserved_gib"] * 2 ** 30
+    assert m["m_buffers"] == pytest.approx(want, rel=1e-12)
+    # ZeRO-1 keeps whole weights: no gathered unit
+    m1 = _mem(L.model_copy(update={"zero": 1}), stack)
+    assert m1["m_buffers"] == pytest.approx(4 * act_msg + c["reserved_gib"] * 2 ** 30, rel=1e-12)
+
+
+def test_dp_replicate_shards_state_over_one_replica_and_all_reduces_across_replicas():
+    """HSDP: 64 data ranks as 8 replicas of 8-rank shard groups keep 8x the sharded state of full sharding;
+    each shard group gathers as 8 GPUs alone would, and one all-reduce of the gradient shard crosses replicas."""
+    stack = StackSpec(framework="torchtitan")
+    full = Layout(dp=64, global_batch=64, micro_batch=1, seq_len=8192, zero=3)
+    hsdp = full.model_copy(update={"dp_replicate": 8})
+    a, b = _mem(full, stack), _mem(hsdp, stack)
+    assert b["m_optimizer"] == pytest.approx(8 * a["m_optimizer"], rel=1e-12)
+    assert b["m_gradients"] == pytest.approx(8 * a["m_gradients"], rel=1e-12)
+    # comm: the 8-rank shard group's gathers as on 8 GPUs alone, plus one all-reduce of the fp32 gradient
+    # shard over the 8 replicas, one per node
+    from megacluster.physics import comm
+    alone = _mem(Layout(dp=8, global_batch=8, micro_batch=1, seq_len=8192, zero=3), stack)
+    shard_bytes = float(estimate_arrays(LLAMA8, ClusterSpec(gpu=GPU, n_gpus=64, node=NODE, fabric=FABRIC), stack,
+                                        layout_arrays(full))["params_per_gpu"]) * 4 / 8
+    t_rep = float(comm.allreduce_time(ClusterSpec(gpu=GPU, n_gpus=64, node=NODE, fabric=FABRIC), shard_bytes,
+                                      8, 1, 64))
+    assert b["t_dp_comm_total"] == pytest.approx(alone["t_dp_comm_total"] + t_rep, rel=1e-9)
+    # dp_replicate 1 is the default, to the byte
+    assert _mem(full.model_copy(update={"dp_replicate": 1}), stack) == a
+    # replicas of ZeRO-1 state: the optimizer shards over dp / dp_replicate ranks
+    z1 = full.model_copy(update={"zero": 1})
+    assert _mem(z1.model_copy(update={"dp_replicate": 4}), stack)["m_optimizer"] == pytest.approx(
+        4 * _mem(z1, stack)["m_optimizer"], rel=1e-12)
+    assert "rep8" in hsdp.label()
+
+
+@pytest.mark.parametrize("update, match", [({"zero": 0, "dp_replicate": 2}, "zero 0 shards nothing"),
+                                           ({"zero": 3, "dp_replicate": 3}, "must divide dp=8")])
+def test_dp_replicate_that_cannot_run_is_one_line(update, match):
+    from megacluster.errors import UserError
+    L = Layout(dp=8, global_batch=8, seq_len=8192, **update)
+    with pytest.raises(UserError, match=match):
+        estimate(LLAMA8, ClusterSpec(gpu=GPU, n_gpus=8, node=NODE, fabric=FABRIC), L)

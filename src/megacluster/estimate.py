@@ -363,12 +363,17 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # apart (in one node only when a whole shard group fits in less than a node)
     n_rep = np.where(zero > 0, rep, 1.0)
     rep_per_node = np.clip(gpn / span, 1, n_rep)
-    t_rep = (comm.allreduce_time(cluster, p_dense * gr / shard, n_rep, rep_per_node, tp * cp * dp)
-             + comm.allreduce_time(cluster, p_expert * gr / eshard, n_rep, rep_per_node, tp * cp * dp))
+    # (a dense model issues no expert collectives: their latency is not paid)
+    t_rep = comm.allreduce_time(cluster, p_dense * gr / shard, n_rep, rep_per_node, tp * cp * dp)
+    if m.moe:
+        t_rep = t_rep + comm.allreduce_time(cluster, p_expert * gr / eshard, n_rep, rep_per_node, tp * cp * dp)
 
     # per step, ZeRO-0..2: reduce gradients (+ gather updated weights for ZeRO-1/2)
-    rs_grads = gather(p_dense * gr, shard, dp_per_node) + gather(p_expert * gr, eshard, dp_per_node) + t_rep
-    ag_params = gather(p_dense * 2.0, shard, dp_per_node) + gather(p_expert * 2.0, eshard, dp_per_node)
+    rs_grads = gather(p_dense * gr, shard, dp_per_node) + t_rep
+    ag_params = gather(p_dense * 2.0, shard, dp_per_node)
+    if m.moe:
+        rs_grads = rs_grads + gather(p_expert * gr, eshard, dp_per_node)
+        ag_params = ag_params + gather(p_expert * 2.0, eshard, dp_per_node)
     allreduce = 2.0 * rs_grads
     t_dp_step = np.where(zero == 0, allreduce, rs_grads + ag_params)
     window = np.where(c["dp_overlap"], (2.0 / 3.0) * t_mb_first, 0.0)    # backward of the last micro-batch
