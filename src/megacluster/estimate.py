@@ -66,6 +66,8 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     entry = catalog.stack_constants(stack.framework)
     c = dict(_variant(entry["by_generation"], generation))
     c["source"] = entry.get("source", "")
+    if stack.attention is not None:               # the run's own attention kernel (e.g. --use-flash-attn)
+        c["attention"] = stack.attention
     if stack.async_tp and "async_tp_overlap" in c:
         c["tp_overlap"] = c["async_tp_overlap"]
     elif stack.async_tp:

@@ -306,6 +306,10 @@ class StackSpec(_Spec):
     grad_reduce_fp32: Optional[bool] = Field(None, description="gradients accumulated and reduced in fp32 (True) "
                                              "or in 16 bits (False); None: the stack's default (Megatron-LM's "
                                              "pretrain script forces fp32 for bf16 unless --grad-reduce-in-bf16)")
+    attention: Optional[Literal["flash", "unfused"]] = Field(
+        None, description="the attention kernel the run used: flash (FlashAttention-class fused kernel) or "
+        "unfused (s x s scores materialised); None: the stack's default on the GPU generation (e.g. Megatron-LM "
+        "with --use-flash-attn on an A100 is flash, its 2021-22 code unfused)")
 
     @field_validator("fp8_recipe")
     @classmethod

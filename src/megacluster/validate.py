@@ -120,8 +120,12 @@ def _spec_parts_and_notes(run: dict):
     g32 = st.get("grad_reduce_fp32")
     if g32 is not None and not isinstance(g32, bool):
         raise UserError(f"spec.stack.grad_reduce_fp32 must be true or false, not {g32!r}")
+    attn = st.get("attention")
+    if attn is not None and attn not in ("flash", "unfused"):
+        raise UserError(f"spec.stack.attention must be flash or unfused, not {short(attn)}")
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
-                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe, grad_reduce_fp32=g32)
+                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe, grad_reduce_fp32=g32,
+                      attention=attn)
     return model, cluster, stack, notes
 
 
@@ -329,7 +333,7 @@ RUN_FIELDS = {
              "dp_replicate": "int",
              "gpus_per_node": "int", "nics_per_node": "int", "nic_gbps": "num", "fabric": "str",
              "precision": "str", "stack": "map", "sequence_parallel": "bool"},
-    "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str"},
+    "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str", "attention": "str"},
     "measured": {"other": "map"},
 }
 MAX_RUN_INT = 10 ** 12       # no count in a run (GPUs, layers, vocabulary, batch, ...) comes near a trillion
