@@ -386,3 +386,48 @@ def test_sagemaker_smp_is_a_catalog_stack_with_unfused_attention():
     assert catalog.stack_constants("smp")["id"] == "sagemaker-smp"
     c = stack_constants(StackSpec(framework="sagemaker-smp"), "ampere")
     assert c["attention"] == "unfused" and c["fsdp_gather_per_microbatch"] and c["dp_overlap"]
+
+
+def test_a_run_may_state_its_attention_kernel():
+    """spec.stack.attention overrides the stack's default for the GPU generation: Megatron on an A100 is unfused
+    (its 2021-22 code), Megatron-LM with --use-flash-attn is flash and faster; anything else is one reason line."""
+    from megacluster.estimate import stack_constants
+    from megacluster.specs import StackSpec
+
+    assert stack_constants(StackSpec(framework="megatron"), "ampere")["attention"] == "unfused"
+    assert stack_constants(StackSpec(framework="megatron", attention="flash"), "ampere")["attention"] == "flash"
+    amp = dict(gpu="a100-80gb", fabric="infiniband-hdr", nic_gbps=200, precision="bf16", seq_len=4096)
+    plain = validate_runs([_run("plain", stack={"framework": "megatron"}, **amp)])["runs"][0]
+    flash = validate_runs([_run("fa", stack={"framework": "megatron", "attention": "flash"}, **amp)])["runs"][0]
+    assert flash.predicted > plain.predicted
+    out = validate_runs([_run("ok"), _run("odd", stack={"framework": "megatron", "attention": "fast"})])
+    assert out["skipped"][0].id == "odd" and "attention must be flash or unfused" in out["skipped"][0].reason
+
+
+def test_an_assumed_recompute_that_fits_nothing_gives_way_to_the_least_that_fits():
+    """A run ran, so a layout that fits in no micro-batch with its assumed recompute recomputed more: none gives
+    way to selective; beyond selective, whole layers of full recompute are added (Megatron's block method),
+    as few as fit, with memory and time between the two levels. A stated recompute is never changed."""
+    from megacluster.validate import predict_run
+
+    big = dict(tp=1, pp=1, dp=64, cp=1, vp=1, zero=3, micro_batch=1, seq_len=8192, sequence_parallel=False)
+    stated = predict_run(_run("stated", recompute="selective", assumed=[], **big))
+    assert not stated.fits and stated.note is None                      # as written, flagged, untouched
+    partial = predict_run(_run("assumed", recompute="selective", assumed=["recompute (selective)"], **big))
+    full = predict_run(_run("full", recompute="full", assumed=[], **big))
+    assert partial.fits and "layers per stage on top of selective" in partial.note
+    assert partial.memory_gib <= 80.0 < stated.memory_gib
+    assert full.predicted < partial.predicted < stated.predicted
+
+
+def test_bloomberggpt_shards_over_128_gpus_in_4_replicas_as_its_paper_says():
+    """The spec's dp_replicate: the ZeRO-3 state lives on 128 GPUs (4x the state per GPU of sharding over 512),
+    which is what leaves micro-batch 4 without room on a 40 GB A100."""
+    from megacluster.validate import predict_run
+
+    run = next(r for r in load_runs("more") if r["id"] == "bloomberggpt-50b-512gpu")
+    assert run["spec"]["dp_replicate"] == 4
+    res = predict_run(run)
+    assert "rep4" in res.layout and res.fits
+    flat = predict_run({**run, "spec": {**run["spec"], "dp_replicate": 1}})
+    assert flat.micro_batch >= res.micro_batch

@@ -15,6 +15,7 @@ from .cluster import make_cluster
 from .errors import UserError, short
 from .layout_check import layout_problems
 from .estimate import RECOMPUTE, estimate, estimate_arrays, stack_constants
+from .physics.memory import GIB
 from .specs import Layout, MLASpec, MoESpec, ModelSpec, StackSpec
 
 
@@ -194,6 +195,29 @@ def _micro_batch_candidates(run: dict, pp_microbatches: str = "free") -> list[in
     return [b for b in range(1, min(per_dp, 64) + 1) if per_dp % b == 0]
 
 
+def _block_recompute(part: dict, full: dict, mbs: np.ndarray, hbm_bytes: float, per_stage: float):
+    """Whole layers of full recompute added to a lighter level until a micro-batch fits: for each micro-batch the
+    fewest layers per stage (of ``per_stage``) whose memory, linear between ``part`` (none of them) and ``full``
+    (all), is within ``hbm_bytes``; step time is linear the same way. None when even full recompute fits none."""
+    shape = mbs.shape
+    m0, m1 = (np.broadcast_to(a["m_total"], shape).astype(float) for a in (part, full))
+    t0, t1 = (np.broadcast_to(a["step_time_s"], shape).astype(float) for a in (part, full))
+    fits = np.broadcast_to(full["fits"], shape) & (m1 < m0)
+    if not fits.any():
+        return None
+    whole = np.ceil(per_stage)
+    layers = np.clip(np.ceil(np.where(fits, (m0 - hbm_bytes) / np.where(fits, m0 - m1, 1.0), 1.0) * whole), 0, whole)
+    frac = layers / whole
+    step = t0 + frac * (t1 - t0)
+    tps = np.broadcast_to(part["tokens_per_s_per_gpu"], shape) * t0 / step
+    return {"fits": fits, "layers": layers, "per_stage": whole, "tps": tps, "mem": m0 + frac * (m1 - m0)}
+
+
+def _recompute_assumed(s: dict) -> bool:
+    """Whether the spec lists its recompute level among its assumptions (``spec.assumed``)."""
+    return any(str(a).strip().lower().startswith("recompute") for a in (s.get("assumed") or []))
+
+
 def predict_run(run: dict) -> RunResult:
     """Predict one run's tokens/s/GPU; the micro-batch is searched (best that fits) where the spec says so."""
     s = dict(run["spec"])
@@ -208,7 +232,25 @@ def predict_run(run: dict) -> RunResult:
                 zero=s.get("zero") or 0, fp8=_precision(s)[0] == "fp8", dp_replicate=s.get("dp_replicate") or 1)
     arr = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs})
     fits = np.broadcast_to(arr["fits"], mbs.shape)
-    tps = np.broadcast_to(arr["tokens_per_s_per_gpu"], mbs.shape)
+    # an assumed recompute level with which no micro-batch fits cannot be what the run did: it ran, so it
+    # recomputed more. Take the least that fits (noted): selective where nothing was recomputed; beyond
+    # selective, whole layers of full recompute on top of it, as many as the memory needs (Megatron's
+    # --recompute-method block --recompute-num-layers; memory and time are linear in the layers recomputed)
+    block = None
+    if not fits.any() and _recompute_assumed(s):
+        if s["recompute"] == "none":
+            sel = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs, "recompute": 1})
+            if np.broadcast_to(sel["fits"], mbs.shape).any():
+                notes.append("recompute selective: no micro-batch fits with the assumed none")
+                s["recompute"], base["recompute"], arr = "selective", 1, sel
+                fits = np.broadcast_to(arr["fits"], mbs.shape)
+        if not fits.any() and s["recompute"] != "full":
+            full = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs, "recompute": 2})
+            block = _block_recompute(arr, full, mbs, cluster.gpu.hbm_gib * GIB,
+                                     float(model.n_layers) / float(s["pp"]))
+            if block is not None:
+                fits = block["fits"]
+    tps = np.broadcast_to(arr["tokens_per_s_per_gpu"], mbs.shape) if block is None else block["tps"]
     if s.get("vp", 1) and s.get("vp", 1) > 1:   # interleaving needs micro-batches to be a multiple of pp
         ok = (s["global_batch"] // (s["dp"] * mbs)) % s["pp"] == 0
         tps = np.where(ok, tps, -1.0)
@@ -220,6 +262,11 @@ def predict_run(run: dict) -> RunResult:
                     dp_replicate=base["dp_replicate"],
                     precision=_precision(s)[0])
     est = estimate(model, cluster, layout, stack, check=False)
+    predicted, memory, fit = est.tokens_per_s_per_gpu, est.memory_gib_per_gpu, est.fits
+    if block is not None and block["fits"][i]:
+        predicted, memory, fit = float(block["tps"][i]), float(block["mem"][i]) / GIB, True
+        notes.append(f"recompute: full on {int(block['layers'][i])} of {block['per_stage']:g} layers per stage "
+                     f"on top of {s['recompute']} (no micro-batch fits with the assumed {s['recompute']} alone)")
     ref = float(run["reference"]["tokens_per_s_per_gpu"])
     mem_ref = published_peak_memory_gib(run)
     # a framework the catalog does not know is reported (and grouped) under its own name
@@ -227,10 +274,10 @@ def predict_run(run: dict) -> RunResult:
     label = stack.framework if _written_is_known(s) else f"{written} (as {stack.framework})"
     return RunResult(id=run["id"], gpu=s["gpu"], generation=cluster.gpu.generation, framework=label,
                      n_gpus=s["n_gpus"], layout=layout.label(), reference=ref,
-                     predicted=est.tokens_per_s_per_gpu, error=est.tokens_per_s_per_gpu / ref - 1.0,
-                     micro_batch=layout.micro_batch, fits=est.fits, memory_gib=est.memory_gib_per_gpu,
+                     predicted=predicted, error=predicted / ref - 1.0,
+                     micro_batch=layout.micro_batch, fits=fit, memory_gib=memory,
                      memory_reference_gib=mem_ref,
-                     memory_error=None if mem_ref is None else est.memory_gib_per_gpu / mem_ref - 1.0,
+                     memory_error=None if mem_ref is None else memory / mem_ref - 1.0,
                      note="; ".join(notes) or None)
 
 
