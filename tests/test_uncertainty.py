@@ -61,6 +61,20 @@ def _rows(residuals_by_family, **over):
 FEAT = u.Features(generation="hopper", stack="megatron", n_gpus=1024, params=7e10, seq_len=8192)
 
 
+def test_family_conformal_edges_weigh_each_source_the_same():
+    """One run per family: the plain conformal edges. A big family's many runs count as one source: its 30 runs
+    at 0 and 9 sources at 1..9 give a band over the sources (1/10 each), not one pulled to 0 by the runs."""
+    r = np.arange(1, 20, dtype=float)
+    assert u.family_conformal_edges(r, [f"f{i}" for i in range(19)]) == u.conformal_edges(r)
+    res = [0.0] * 30 + list(range(1, 10))
+    fam = ["big"] * 30 + [f"s{i}" for i in range(9)]
+    assert u.family_conformal_edges(res, fam) == (0.0, 9.0)         # 10 sources: p 1/11 and 10/11
+    assert u.conformal_edges(res)[1] == 6.0                          # by run, the top edge is 6
+    assert u.family_conformal_edges([0.1, -0.2, 0.3], ["a", "a", "b"]) == (-0.2, 0.3)   # two sources: the range
+    with pytest.raises(ValueError):
+        u.family_conformal_edges([], [])
+
+
 def test_coverage_of_exchangeable_residuals_is_near_the_level():
     rng = np.random.default_rng(0)
     rows = _rows([rng.normal(0.05, 0.1, 10) for _ in range(30)])
@@ -114,7 +128,7 @@ def test_intervals_widen_with_distance_from_validated_runs():
 def test_widening_rate_is_the_smallest_that_covers_the_rare_runs():
     """fit_widen_per_feature: 80% of the runs with a rare feature must lie in their leave-family-out bands; the
     rate is the smallest grid step that does it, and a bigger miss on the rare runs needs a bigger rate."""
-    plain = _rows([np.linspace(-0.1, 0.1, 30), np.linspace(-0.1, 0.1, 30)])
+    plain = _rows([[x] for x in np.linspace(-0.1, 0.1, 60)])     # 60 sources, so 4 others weigh little
     # five CP runs from five sources (each one rare once its own family is left out), 0.15 above the others' band
     rare = [dict(r, id=f"cp{i}", family=f"cpfam{i}", cp=True) for i, r in enumerate(_rows([[0.15]] * 5))]
     rate = u.fit_widen_per_feature(plain + rare)
@@ -131,7 +145,7 @@ def test_widening_rate_is_the_smallest_that_covers_the_rare_runs():
 def test_widening_rate_weighs_each_family_the_same():
     """A big family whose rare-stack runs happen to be well predicted does not set the rate alone: four other
     sources, each on a stack of its own and missed by 0.15, must be covered too."""
-    plain = _rows([np.linspace(-0.1, 0.1, 30), np.linspace(-0.1, 0.1, 30)])
+    plain = _rows([[x] for x in np.linspace(-0.1, 0.1, 60)])
     big = [dict(r, id=f"big{i}", family="big", stack="s-big") for i, r in enumerate(_rows([[0.0] * 20]))]
     small = [dict(r, id=f"s{i}", family=f"small{i}", stack=f"s-{i}") for i, r in enumerate(_rows([[0.15]] * 4))]
     assert u.fit_widen_per_feature(plain + big + small) >= 0.5          # 0.1 x (1 + r) must reach 0.15

@@ -10,9 +10,11 @@ Method (also in docs/architecture.md):
   interval is built without its family (leave-one-family-out), so it is scored on runs it was not drawn from.
 * The residuals of **runs like it**: the same GPU generation and software stack where at least
   ``MIN_GROUP_RUNS`` runs from ``MIN_GROUP_FAMILIES`` families remain, else the same generation, else all.
-* The **80% band** is the conformal order statistics of those residuals: lower edge the
-  floor((n+1) x 0.1)-th smallest, upper edge the ceil((n+1) x 0.9)-th (finite-sample, no distribution
-  assumed); the band is stretched to contain 0 so that it contains the point prediction.
+* The **80% band** is the conformal order statistics of those residuals with each family weighing the same
+  (``family_conformal_edges``): a source's runs share their errors, so it is the sources that are exchangeable,
+  not the runs. With ``F`` families the edges are the weighted quantiles at floor((F+1) x 0.1)/(F+1) and
+  ceil((F+1) x 0.9)/(F+1) (finite-sample, no distribution assumed; one run per family gives the plain order
+  statistics); the band is stretched to contain 0 so that it contains the point prediction.
 * **Widening** with distance from the validated runs: each edge is multiplied by
   1 + ``r`` per rare feature of the layout (CP, MoE/EP, fp8, a framework the catalog does not know, a GPU
   generation or stack: present in fewer than ``MIN_FEATURE_RUNS`` of the remaining runs) +
@@ -199,6 +201,32 @@ def conformal_edges(residuals: Sequence[float], q_lo: float = Q_LO, q_hi: float 
     return float(r[k_lo - 1]), float(r[k_hi - 1])
 
 
+def family_conformal_edges(residuals: Sequence[float], families: Sequence[str], q_lo: float = Q_LO,
+                           q_hi: float = Q_HI) -> tuple[float, float]:
+    """(lower, upper) edges of a central band from residuals that come in families whose errors are shared:
+    each family weighs the same (each of its ``m`` runs 1/m), and the finite-sample levels count families, not
+    runs: with ``F`` families the edges are the weighted quantiles at floor((F+1) q_lo)/(F+1) and
+    ceil((F+1) q_hi)/(F+1) (the smallest residual whose cumulative weight reaches the level; level 0 is the
+    smallest residual). With one run per family this is ``conformal_edges``; with few families the band is
+    the residuals' whole range."""
+    r = np.asarray(residuals, dtype=float)
+    if len(r) == 0:
+        raise ValueError("no residuals to draw a band from")
+    fam = list(families)
+    count = {f: fam.count(f) for f in set(fam)}
+    n_fam = len(count)
+    order = np.argsort(r, kind="stable")
+    w = np.array([1.0 / count[fam[i]] for i in order]) / n_fam
+    cum = np.cumsum(w)
+    p_lo = math.floor((n_fam + 1) * q_lo + 1e-9) / (n_fam + 1)
+    p_hi = min(math.ceil((n_fam + 1) * q_hi - 1e-9) / (n_fam + 1), 1.0)
+
+    def at(p: float) -> float:
+        j = int(np.searchsorted(cum, p - 1e-12, side="left"))
+        return float(r[order[min(j, len(r) - 1)]])
+    return at(p_lo), at(p_hi)
+
+
 def _enough(rows: list[dict]) -> bool:
     return len(rows) >= MIN_GROUP_RUNS and len({r["family"] for r in rows}) >= MIN_GROUP_FAMILIES
 
@@ -248,7 +276,7 @@ def band(f: Features, rows: Optional[Iterable[dict]] = None, exclude_family: Opt
         use, group = same_gen, f.generation
     else:
         use, group = pool, "all"
-    lo, hi = conformal_edges([r["residual"] for r in use])
+    lo, hi = family_conformal_edges([r["residual"] for r in use], [r["family"] for r in use])
     lo, hi = min(lo, 0.0), max(hi, 0.0)
     rare, octaves, far = distance(f, pool)
     w = 1.0 + per_feature * rare + WIDEN_PER_OCTAVE * octaves
