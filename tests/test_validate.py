@@ -431,3 +431,20 @@ def test_bloomberggpt_shards_over_128_gpus_in_4_replicas_as_its_paper_says():
     assert "rep4" in res.layout and res.fits
     flat = predict_run({**run, "spec": {**run["spec"], "dp_replicate": 1}})
     assert flat.micro_batch >= res.micro_batch
+
+
+def test_megascale_is_a_catalog_stack_with_its_papers_overlaps():
+    """MegaScale (arXiv 2402.15627) is Megatron-LM with FlashAttention-2 and TP, DP and PP communication
+    overlapped, as its paper states; each of those is a single-source setup constant that strict
+    cross-validation reverts to the Megatron-LM of its base."""
+    from megacluster.estimate import stack_constants
+    from megacluster.specs import StackSpec
+
+    ms = stack_constants(StackSpec(framework="megascale"), "ampere")
+    mg = stack_constants(StackSpec(framework="megatron"), "ampere")
+    assert (ms["attention"], ms["tp_overlap"], ms["dp_overlap"]) == ("flash", "chunked", True)
+    assert (mg["attention"], mg["tp_overlap"], mg["dp_overlap"]) == ("unfused", "none", False)
+    reverted = {e["constant"]: e["revert"] for e in catalog.stack_constants("megascale")["single_source"]}
+    assert reverted == {"attention": "unfused", "tp_overlap": "none", "dp_overlap": False, "pp_overlap": 0.0}
+    runs = [r for r in load_runs("more") if r["spec"]["stack"]["framework"] == "megascale"][:2]
+    assert runs and {r.framework for r in validate_runs(runs)["runs"]} == {"megascale"}
