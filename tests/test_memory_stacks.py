@@ -248,3 +248,24 @@ def test_dp_replicate_that_cannot_run_is_one_line(update, match):
     L = Layout(dp=8, global_batch=8, seq_len=8192, **update)
     with pytest.raises(UserError, match=match):
         estimate(LLAMA8, ClusterSpec(gpu=GPU, n_gpus=8, node=NODE, fabric=FABRIC), L)
+
+
+def test_multi_token_prediction_adds_a_layer_to_the_split_and_a_head_pass_to_the_last_stage():
+    """DeepSeek-V3's MTP module (one layer like the model's, a 2h x h projection, the shared output head run
+    again) costs time and memory but is outside the model FLOPs; without it the step is the model's alone."""
+    from megacluster import catalog
+    from megacluster.catalog.hf import model_from_file
+    from pathlib import Path
+
+    ds = catalog.model("deepseek-v3")
+    assert ds.mtp_layers == 1
+    assert model_from_file(Path(__file__).parent / "data" / "hf" / "DeepSeek-V3" / "config.json").mtp_layers == 1
+    plain = ds.model_copy(update={"mtp_layers": 0})
+    L = Layout(pp=16, dp=8, ep=8, micro_batch=1, global_batch=64, seq_len=4096, zero=1, recompute="selective")
+    cl = ClusterSpec(gpu=GPU, n_gpus=L.n_gpus, node=NODE, fabric=FABRIC)
+    a = estimate_arrays(plain, cl, StackSpec(), layout_arrays(L))
+    b = estimate_arrays(ds, cl, StackSpec(), layout_arrays(L))
+    assert float(b["step_time_s"]) > float(a["step_time_s"])
+    assert float(b["t_output_layer"]) > float(a["t_output_layer"])
+    assert float(b["model_flops_per_token"]) == float(a["model_flops_per_token"])
+    assert float(b["m_total"]) > float(a["m_total"])

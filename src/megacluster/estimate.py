@@ -144,11 +144,15 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     h, V = m.d_model, m.vocab
     qd, vd = attn_dims(m)
     n_layers = float(m.n_layers)
-    layers_stage = n_layers / pp
+    # the pipeline splits the model's layers and its multi-token-prediction modules' layers alike (stacks place
+    # them in the layout: Megatron's pp_layout "...|tmL" gives the stage with the MTP layer and the loss fewer
+    # layers; DeepSeek-V3's DualPipe puts them with the embedding's rank)
+    mtp = float(m.mtp_layers)
+    layers_stage = (n_layers + mtp) / pp
     # layers per pipeline rank: an even split, or, where the stack cuts the model into layer-sized chunks with
     # the embedding and the output layer in a layer's slot (Meta's), ceil((L + 2) / pp) on a middle rank and
     # one fewer on the first and last ranks (their embedding / output layer take the slot)
-    slots = np.ceil((n_layers + 2.0) / pp)
+    slots = np.ceil((n_layers + mtp + 2.0) / pp)
     layers_end = np.where(stack_chunks, slots - 1.0, layers_stage)
     layers_mid = np.where(stack_chunks & (pp > 2), slots, layers_end)     # two ranks: both are ends
 
@@ -323,6 +327,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         tp_host = c.get("tp_layer_overhead_s", 0.0)
     t_wrap = (np.where(dp * cp > 1, c.get("fsdp_layer_overhead_s", 0.0), 0.0) + np.where(tp > 1, tp_host, 0.0))
     t_layer_total = t_layer + tp_exposed + cp_exposed + ep_exposed + t_wrap
+    # multi-token prediction (DeepSeek-V3): besides its layer (in the pipeline split above), each module projects
+    # [hidden; next token's embedding] (2h -> h) and runs the output layer and loss again; reported with the
+    # output layer
+    if m.mtp_layers:
+        f_pj, b_pj = lin(T, 2.0 * h, h)
+        t_logits = t_logits + mtp * (f_pj + b_pj + t_logits)
     # slowest stage per micro-batch: the last (its layers and the output layer) or, where the stack balances
     # the ends, a middle one
     last_slowest = layers_end * t_layer_total + t_logits >= layers_mid * t_layer_total
@@ -345,8 +355,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # balanced ends: the most parameters sit on a middle rank or on an end rank with its vocabulary matrix
     p_dense = np.where(stack_chunks, np.maximum(layers_mid * dense_layer_params / tp,
                                                 layers_end * dense_layer_params / tp + embed_stage), p_even)
+    # multi-token-prediction modules: their layers are in layers_stage (dense part) and below (experts); their
+    # 2h x h projections sit with the output layer
+    p_dense = p_dense + mtp * 2.0 * h * h / tp
     if m.moe:
-        p_expert = (m.n_moe_layers / pp) * (m.moe.n_experts / ep) * m.expert_params / np.where(ep > 1, 1.0, tp)
+        p_expert = ((m.n_moe_layers + mtp) / pp) * (m.moe.n_experts / ep) * m.expert_params / np.where(
+            ep > 1, 1.0, tp)
     else:
         p_expert = np.zeros_like(tp)
     p_gpu = p_dense + p_expert
@@ -464,6 +478,9 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     acts_first = per_tok_layer * T * layers_end * in_flight + T * h * 2.0 + rebuilt
     # last stage: the logits and the loss's fp32 working copies (bytes per logit: a stack constant)
     acts_last = per_tok_layer * T * layers_end + T * V / tp * c["loss_bytes_per_logit"] + rebuilt
+    # each multi-token-prediction module (its layer counted in layers_end): its [hidden; embedding] input and
+    # its own logits and loss copies
+    acts_last = acts_last + mtp * (T * 2.0 * h * 2.0 + T * V / tp * c["loss_bytes_per_logit"])
     activations = np.maximum(acts_first, acts_last)
     layer_w = dense_layer_params / tp * 2.0
     # ZeRO-3 / FSDP: a wrapped unit's 16-bit weights are gathered whole for its forward and backward, and its

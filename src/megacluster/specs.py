@@ -89,6 +89,10 @@ class ModelSpec(_Spec):
     tied_embeddings: bool = False
     moe: Optional[MoESpec] = None
     mla: Optional[MLASpec] = None
+    mtp_layers: int = Field(0, ge=0, le=16, description="multi-token-prediction modules trained beside the model "
+                            "(DeepSeek-V3: 1): each adds, on the last pipeline stage, one layer like the "
+                            "model's last, a 2h x h projection and another pass of the output layer and loss; "
+                            "they are outside the model's parameter count and model FLOPs (MFU)")
     source: str = ""
 
     @model_validator(mode="after")

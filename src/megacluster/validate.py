@@ -89,7 +89,8 @@ def model_from_run(run: dict) -> ModelSpec:
     mla = _mla(md)
     return ModelSpec(name=md["name"], n_layers=md["n_layers"], d_model=h, n_heads=md["n_heads"],
                      n_kv_heads=None if mla else md.get("n_kv_heads"), ffn_hidden=md.get("ffn_hidden") or 4 * h,
-                     vocab=md.get("vocab") or 51200, mlp=mlp, seq_len=md["seq_len"], moe=moe, mla=mla)
+                     vocab=md.get("vocab") or 51200, mlp=mlp, seq_len=md["seq_len"], moe=moe, mla=mla,
+                     mtp_layers=md.get("mtp_layers") or md.get("num_nextn_predict_layers") or 0)
 
 
 MLA_KEYS = ("q_lora_rank", "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
@@ -374,7 +375,8 @@ def _checked(run: Any, rid: str) -> dict:
 # "map"; fields not listed are not read. A value of the wrong type makes the run "not predicted", with why.
 RUN_FIELDS = {
     "model": {"name": "str", "n_layers": "int", "d_model": "int", "n_heads": "int", "n_kv_heads": "int",
-              "ffn_hidden": "int", "vocab": "int", "seq_len": "int", "mlp": "str", "moe": "map", "mla": "map"},
+              "ffn_hidden": "int", "vocab": "int", "seq_len": "int", "mlp": "str", "moe": "map", "mla": "map",
+              "mtp_layers": "int", "num_nextn_predict_layers": "int"},
     "spec": {"gpu": "str", "n_gpus": "int", "tp": "int", "pp": "int", "dp": "int", "cp": "int", "ep": "int",
              "vp": "int", "micro_batch": "int", "global_batch": "int", "seq_len": "int", "zero": "int",
              "dp_replicate": "int",

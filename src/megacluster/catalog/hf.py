@@ -181,6 +181,9 @@ def _deepseek(c: _Config) -> dict[str, Any]:
     if c.data.get("q_lora_rank") is None:
         raise c._fail("q_lora_rank is null (no query compression, as in DeepSeek-V2-Lite); megacluster models "
                       "multi-head latent attention with query compression only")
+    mtp = c.whole("num_nextn_predict_layers", 0, minimum=0)     # DeepSeek-V3's multi-token-prediction modules
+    if mtp:
+        out["mtp_layers"] = mtp
     out["mla"] = dict(q_lora_rank=c.whole("q_lora_rank"), kv_lora_rank=c.whole("kv_lora_rank"),
                       qk_nope_head_dim=c.whole("qk_nope_head_dim"), qk_rope_head_dim=c.whole("qk_rope_head_dim"),
                       v_head_dim=c.whole("v_head_dim"))
