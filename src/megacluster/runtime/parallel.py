@@ -79,6 +79,10 @@ def check_layout(layout: Layout, spec: ModelSpec, world: int, schedule: str = "1
                                    layout.recompute)
             if why:
                 raise UserError(why)
+    from ..layout_check import replicate_problems  # HSDP (dp_replicate): the planner's rules
+
+    for why in replicate_problems(layout)[:1]:
+        raise UserError(why)
     # context and expert parallelism (context_parallel.py, moe.py)
     from . import context_parallel, moe
     context_parallel.check_layout(layout, spec)
@@ -106,7 +110,8 @@ def make_mesh(d: Dist, layout: Layout):
     """The 3-D (pp, dp, tp) device mesh of the job, or None for one process."""
     if d.world == 1:
         return None
-    if layout.cp > 1 or layout.ep > 1:  # (pp, dp, cp, tp) with dp x cp flattened for FSDP (context_parallel.py)
+    if layout.cp > 1 or layout.ep > 1 or layout.dp_replicate > 1:
+        # (pp, dp, cp, tp) with dp x cp flattened for FSDP, cut into (replica, shard) for HSDP (context_parallel.py)
         from .context_parallel import make_mesh as make_cp_mesh
         return make_cp_mesh(d, layout)
     from torch.distributed.device_mesh import init_device_mesh
@@ -214,7 +219,8 @@ def precision_dtype(precision: str) -> torch.dtype:
 
 def apply_fsdp(model: nn.Module, dp_mesh, precision: str, zero: int) -> None:
     """FSDP2 ``fully_shard`` per block, then the root; parameters in ``precision`` for compute, gradients
-    reduced in fp32."""
+    reduced in fp32. A 2-D ``dp_mesh`` (replicate, shard) makes it HSDP: sharded over the inner dimension,
+    gradient shards all-reduced over the outer one."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=precision_dtype(precision), reduce_dtype=torch.float32)
@@ -240,7 +246,7 @@ def parallelize(model: nn.Module, d: Dist, layout: Layout, precision: str, compi
         from .context_parallel import fsdp_mesh  # dp x cp ranks share FSDP (context_parallel.py)
         from .moe import apply_expert_fsdp
         apply_expert_fsdp(model, mesh, layout, precision)  # experts over the ranks ep leaves (moe.py)
-        apply_fsdp(model, fsdp_mesh(mesh), precision, layout.zero)
+        apply_fsdp(model, fsdp_mesh(mesh, layout.dp_replicate), precision, layout.zero)  # 2-D mesh: HSDP
     return model
 
 

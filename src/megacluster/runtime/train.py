@@ -163,7 +163,9 @@ def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, not
     pp = (f" x pp {L.pp} ({cfg.schedule}: {torch_class_name(cfg.schedule, L.vp)}{stages}, {L.n_microbatches} "
           f"micro-batches)" if L.pp > 1 else "")
     sp = " (sequence parallel)" if L.tp > 1 and L.sequence_parallel else ""
-    rep.print(f"[bold]layout[/] dp {L.dp} x tp {L.tp}{sp}{pp}"
+    hsdp = (f" (HSDP: {L.dp_replicate} replicas x {L.dp * L.cp // L.dp_replicate}-rank shard groups)"
+            if L.dp_replicate > 1 else "")
+    rep.print(f"[bold]layout[/] dp {L.dp}{hsdp} x tp {L.tp}{sp}{pp}"
               f", micro-batch {L.micro_batch}, global batch {L.global_batch} x {L.seq_len} tokens, recompute "
               f"{L.recompute}, zero {L.zero}, {cfg.precision}{', compiled' if cfg.compile else ''}; "
               f"{d.world} process(es) on {d.device.type}")
