@@ -6,7 +6,8 @@ Supported: ``pp`` x ``dp`` x ``tp`` on one 3-D (pp, dp, tp) device mesh: pipelin
 inside each stage; with ``cp`` or ``ep`` > 1 a 4-D (pp, dp, cp, tp) mesh (context parallelism in
 ``runtime/context_parallel.py``, expert parallelism in ``runtime/moe.py``). ZeRO stages map onto FSDP2:
 ``zero 3`` reshards weights after forward (FSDP), ``zero 0..2`` keeps them gathered between forward and
-backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less).
+backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less). With ``dp_replicate`` > 1
+FSDP2 runs as HSDP on a 2-D (replicate, shard) mesh cut from the dp x cp ranks (``context_parallel.fsdp_mesh``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..errors import UserError
 from ..specs import Layout, ModelSpec
 
 SUPPORTED = ("supported: pp (1F1B, interleaved, zero-bubble or DualPipeV) x dp (FSDP2) x tp (DTensor, with or "
-             "without sequence parallelism); cp (ring attention, without pp) and ep (all-to-all, over dp x cp)")
+             "without sequence parallelism); cp (ring attention, without pp) and ep (all-to-all, over dp x cp); "
+             "dp_replicate (HSDP replicas of the FSDP state)")
 
 
 @dataclass
