@@ -61,11 +61,11 @@ def estimate(model: Union[str, ModelSpec], gpu: str, gpus: int, *, tp: Optional[
              global_batch: Optional[int] = None, seq_len: Optional[int] = None, recompute: Optional[str] = None,
              zero: Optional[int] = None, precision: Optional[str] = None, fabric: Optional[str] = None,
              framework: Optional[str] = None, gpus_per_node: Optional[int] = None,
-             allow_no_fit: bool = False) -> Estimate:
+             allow_no_fit: bool = False, dp_replicate: Optional[int] = None) -> Estimate:
     """One training step of ``model`` on ``gpus`` x ``gpu`` with the given layout (``megacluster estimate``):
     step time, tokens/s, MFU, memory per GPU. Unset degrees are 1, ``dp`` is what the GPUs leave, the global
     batch about 4M tokens. A layout that does not fit in memory raises UserError saying what would fit
-    (``allow_no_fit=True`` returns it with ``fits`` False)."""
+    (``allow_no_fit=True`` returns it with ``fits`` False). ``dp_replicate``: HSDP replicas of the sharded state."""
     from .estimate import estimate as _estimate
     from .report.fit import does_not_fit_message
     from .report.inputs import resolve_layout, resolve_stack
@@ -74,7 +74,7 @@ def estimate(model: Union[str, ModelSpec], gpu: str, gpus: int, *, tp: Optional[
     cluster = _cluster(gpu, gpus, fabric, gpus_per_node)
     stack = resolve_stack(framework)
     flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
-                 seq_len=seq_len, recompute=recompute, zero=zero, precision=precision)
+                 seq_len=seq_len, recompute=recompute, zero=zero, precision=precision, dp_replicate=dp_replicate)
     layout = resolve_layout(spec, cluster, flags)
     est = _estimate(spec, cluster, layout, stack)
     if not est.fits and not allow_no_fit:

@@ -39,16 +39,7 @@ def layout_problems(model: ModelSpec, cluster: ClusterSpec, layout: Layout) -> l
         out.append(f"{cluster.gpu.id} has no fp8 tensor cores; use --precision {cluster.gpu.half_precision}")
     if L.seq_len % L.cp:
         out.append(f"sequence length {L.seq_len} is not divisible by cp={L.cp}")
-    if L.dp_replicate > 1:
-        if L.zero == 0:
-            out.append(f"dp_replicate={L.dp_replicate} replicates sharded state, but zero 0 shards nothing; "
-                       "use --zero 1, 2 or 3, or --dp-replicate 1")
-        elif L.dp % L.dp_replicate:
-            out.append(f"dp_replicate={L.dp_replicate} must divide dp={L.dp} (each replica shards over "
-                       "dp/dp_replicate data ranks)")
-        elif L.ep > 1 and (L.dp * L.cp // L.dp_replicate) % L.ep:
-            out.append(f"ep={L.ep} must divide the shard group dp*cp/dp_replicate = "
-                       f"{L.dp * L.cp // L.dp_replicate}; use a smaller --dp-replicate")
+    out += replicate_problems(L)
     if L.ep > 1:
         if not m.moe:
             out.append(f"ep={L.ep} but {m.name} is a dense model; use --ep 1")
@@ -57,6 +48,23 @@ def layout_problems(model: ModelSpec, cluster: ClusterSpec, layout: Layout) -> l
         elif (L.dp * L.cp) % L.ep:
             out.append(f"ep={L.ep} must divide dp*cp = {L.dp * L.cp} (experts are spread over data ranks)")
     return out
+
+
+def replicate_problems(layout: Layout) -> list[str]:
+    """The rules of ``dp_replicate`` (HSDP replicas of the sharded state), shared by the planner and the runtime."""
+    L = layout
+    if L.dp_replicate <= 1:
+        return []
+    if L.zero == 0:
+        return [f"dp_replicate={L.dp_replicate} replicates sharded state, but zero 0 shards nothing; "
+                "use --zero 1, 2 or 3, or --dp-replicate 1"]
+    if L.dp % L.dp_replicate:
+        return [f"dp_replicate={L.dp_replicate} must divide dp={L.dp} (each replica shards over "
+                "dp/dp_replicate data ranks)"]
+    if L.ep > 1 and (L.dp * L.cp // L.dp_replicate) % L.ep:
+        return [f"ep={L.ep} must divide the shard group dp*cp/dp_replicate = "
+                f"{L.dp * L.cp // L.dp_replicate}; use a smaller --dp-replicate"]
+    return []
 
 
 def validate_layout(model: ModelSpec, cluster: ClusterSpec, layout: Layout) -> None:

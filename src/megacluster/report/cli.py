@@ -91,6 +91,8 @@ def estimate_cmd(
                                           "the model's)"),
     recompute: Optional[str] = typer.Option(None, "--recompute", help="none, selective (default) or full"),
     zero: Optional[int] = typer.Option(None, "--zero", help="ZeRO stage 0-3 (3 = FSDP; default 1)"),
+    dp_replicate: Optional[int] = typer.Option(None, "--dp-replicate", help="HSDP/MiCS: replicas of the "
+                                               "ZeRO-sharded state, each sharded over dp*cp/N GPUs (default 1)"),
     precision: Optional[str] = typer.Option(None, "--precision", help="bf16 (default), fp16 or fp8"),
     sequence_parallel: Optional[bool] = typer.Option(None, "--sequence-parallel/--no-sequence-parallel",
                                                      help="sequence parallelism with TP (default on)"),
@@ -126,7 +128,7 @@ def estimate_cmd(
     stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack)
     flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
                  seq_len=seq_len, recompute=recompute, zero=zero, precision=precision,
-                 sequence_parallel=sequence_parallel)
+                 sequence_parallel=sequence_parallel, dp_replicate=dp_replicate)
     base = dict(p.layout)
     if dp is None and any(v is not None for v in (gpus, tp, pp, cp)):
         base.pop("dp", None)        # the plan's dp no longer multiplies out: derive it again

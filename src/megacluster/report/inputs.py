@@ -111,7 +111,7 @@ def resolve_layout(model: ModelSpec, cluster: ClusterSpec, flags: dict[str, Any]
     selective recompute, ZeRO-1, the chip's 16-bit format (bf16; fp16 on V100), sequence parallelism on."""
     d: dict[str, Any] = {k: v for k, v in (base or {}).items() if v is not None}
     d.update({k: v for k, v in flags.items() if v is not None})
-    for k in ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len"):
+    for k in ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "dp_replicate"):
         positive("--" + k.replace("_", "-"), d.get(k))
     if d.get("zero") is not None and not 0 <= d["zero"] <= 3:
         raise UserError(f"--zero must be 0, 1, 2 or 3 (3 = FSDP), got {d['zero']}")

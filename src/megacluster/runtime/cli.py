@@ -20,7 +20,8 @@ def check_flags(**flags) -> None:
     import math
 
     for name in ("layers", "d_model", "heads", "kv_heads", "ffn", "vocab", "experts", "top_k", "tp", "dp", "pp",
-                 "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "gpus", "steps", "log_every", "keep"):
+                 "cp", "ep", "vp", "dp_replicate", "micro_batch", "global_batch", "seq_len", "gpus", "steps",
+                 "log_every", "keep"):
         v = flags.get(name)
         if v is not None and v <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be positive, got {v}")
@@ -71,7 +72,7 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
                  recompute: Optional[str], zero: Optional[int], precision: Optional[str], world: int,
                  cuda: bool, gpu: Optional[str], gpus: Optional[int], fabric: Optional[str],
                  vp: Optional[int] = None, schedule: Optional[str] = None, fp8_recipe: Optional[str] = None,
-                 **rest):
+                 dp_replicate: Optional[int] = None, **rest):
     """A :class:`TrainConfig` from the plan (if any) with the flags given on top (no torch needed).
 
     A plan's layout is fitted to the ``world`` processes of this run and to a scaled-down model
@@ -86,7 +87,8 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
     from .plan import fit_layout, read_plan
 
     check_flags(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn=ffn, vocab=vocab,
-                experts=experts, top_k=top_k, tp=tp, dp=dp, pp=pp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch,
+                experts=experts, top_k=top_k, tp=tp, dp=dp, pp=pp, cp=cp, ep=ep, vp=vp, dp_replicate=dp_replicate,
+                micro_batch=micro_batch,
                 global_batch=global_batch, seq_len=seq_len, zero=zero, precision=precision, gpu=gpu, gpus=gpus,
                 fabric=fabric, schedule=schedule, **{k: rest.get(k) for k in (
                     "lr", "weight_decay", "clip", "warmup", "checkpoint_every", "steps", "log_every", "keep")})
@@ -106,7 +108,7 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
     lay = dict(rp.layout) if rp else {}
     given = {"tp": tp, "dp": dp, "pp": pp, "cp": cp, "ep": ep, "vp": vp, "micro_batch": micro_batch,
              "global_batch": global_batch, "seq_len": seq_len, "sequence_parallel": sequence_parallel,
-             "recompute": recompute, "zero": zero}
+             "recompute": recompute, "zero": zero, "dp_replicate": dp_replicate}
     lay.update({k: v for k, v in given.items() if v is not None})
     plan_precision = lay.pop("precision", None)
     if precision:
@@ -190,6 +192,9 @@ def train(
                                                      help="shard norms/residuals along the sequence (tp > 1)"),
     recompute: Optional[str] = typer.Option(None, help="activation checkpointing: none, selective or full"),
     zero: Optional[int] = typer.Option(None, help="3: reshard weights after forward (FSDP); 0-2: keep them"),
+    dp_replicate: Optional[int] = typer.Option(None, help="HSDP: replicas of the sharded state; each shards over "
+                                               "dp*cp/N neighbouring ranks, the N replicas all-reduce gradients "
+                                               "(default 1: plain FSDP over dp*cp)"),
     precision: Optional[str] = typer.Option(None, help="bf16, fp16, fp32 or fp8 (default: the plan's on GPU, "
                                                        "fp32 on CPU; an fp8 plan trains in bf16 on CPU)"),
     fp8_recipe: Optional[str] = typer.Option(None, help="fp8 scaling (torchao): tensorwise or rowwise "
@@ -242,8 +247,8 @@ def train(
                            ffn=ffn, vocab=vocab, experts=experts, top_k=top_k, tp=tp, dp=dp, pp=pp, vp=vp,
                            schedule=schedule, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch,
                            seq_len=seq_len, sequence_parallel=sequence_parallel, recompute=recompute, zero=zero,
-                           precision=precision, world=int(os.environ.get("WORLD_SIZE", "1")), cuda=cuda, gpu=gpu,
-                           gpus=gpus, fabric=fabric, compile=compile, steps=steps, lr=lr, warmup=warmup,
+                           dp_replicate=dp_replicate, precision=precision,
+                           world=int(os.environ.get("WORLD_SIZE", "1")), cuda=cuda, gpu=gpu, gpus=gpus, fabric=fabric, compile=compile, steps=steps, lr=lr, warmup=warmup,
                            weight_decay=weight_decay, clip=clip, seed=seed, data=data, tokenizer=tokenizer,
                            text_key=text_key, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                            keep=keep, resume=resume, metrics=metrics, log_every=log_every, device=device,

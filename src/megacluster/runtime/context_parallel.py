@@ -18,7 +18,8 @@ experimental); :func:`check_available` says in one line when the installed PyTor
 
 The device mesh: ``(pp, dp, cp, tp)``, with ``dp`` and ``cp`` flattened into ``dp_shard_cp``, the group FSDP
 shards over (as torchtitan does: cp ranks hold the same weights, and their gradients are averaged with the dp
-ranks' since each holds a different part of the tokens).
+ranks' since each holds a different part of the tokens). With HSDP (``dp_replicate`` > 1) that group is cut into
+``(dp_replicate, hsdp_shard)`` for FSDP (:func:`fsdp_mesh`); ``dp`` (which rank reads which batch) stays whole.
 """
 
 from __future__ import annotations
@@ -56,10 +57,23 @@ def make_mesh(d, layout):
     return mesh
 
 
-def fsdp_mesh(mesh):
-    """The mesh FSDP shards over: ``dp_shard_cp`` (dp x cp ranks) on a mesh from :func:`make_mesh`, else ``dp``."""
+def fsdp_mesh(mesh, dp_replicate: int = 1):
+    """The mesh FSDP shards over: ``dp_shard_cp`` (dp x cp ranks) on a mesh from :func:`make_mesh`, else ``dp``.
+
+    With ``dp_replicate`` > 1 (HSDP, ``Layout.dp_replicate``): the 2-D ``(dp_replicate, hsdp_shard)`` mesh cut from
+    ``dp_shard_cp``, replicas outer, so that each shard group is ``dp*cp/dp_replicate`` neighbouring ranks (the
+    outer dp index splits into replica x shard, cp stays inside the shard group); ``fully_shard`` on a 2-D mesh
+    shards over the inner dimension and all-reduces the gradient shards over the outer one. Made once per mesh."""
     flat = getattr(mesh, "_megacluster_dp_shard_cp", None)
-    return flat if flat is not None else mesh["dp"]
+    flat = flat if flat is not None else mesh["dp"]
+    if dp_replicate <= 1:
+        return flat
+    cached = getattr(mesh, "_megacluster_hsdp", None)
+    if cached is None:
+        n = flat.size()
+        cached = flat._unflatten(0, (dp_replicate, n // dp_replicate), ("dp_replicate", "hsdp_shard"))
+        mesh._megacluster_hsdp = cached
+    return cached
 
 
 def register_cpu_ring_attention() -> None:

@@ -203,16 +203,24 @@ def check_layout(layout, spec) -> None:
 
 
 def expert_meshes(mesh, layout):
-    """``(efsdp, ep)``: the 1-D meshes of the ranks that hold the same experts (FSDP over them) and of one expert
-    group, cut from ``dp_shard_cp`` (ep ranks innermost). Made once per mesh."""
+    """``(efsdp, ep)``: the mesh of the ranks that hold the same experts (FSDP over them) and the 1-D mesh of one
+    expert group, cut from ``dp_shard_cp`` (ep ranks innermost). With HSDP (``dp_replicate`` > 1) ``efsdp`` is
+    2-D, ``(ep_replicate, efsdp_shard)``: the expert groups lie inside the non-expert weights' shard groups
+    (``ep`` divides ``dp*cp/dp_replicate``) and the experts are replicated over the same replicas. Made once
+    per mesh."""
     cached = getattr(mesh, "_megacluster_ep_meshes", None)
     if cached is None:
         from .context_parallel import fsdp_mesh
 
         flat = fsdp_mesh(mesh)
-        n = layout.dp * layout.cp
-        two = flat._unflatten(0, (n // layout.ep, layout.ep), ("efsdp", "ep"))
-        cached = (two["efsdp"], two["ep"])
+        n, rep = layout.dp * layout.cp, layout.dp_replicate
+        if rep > 1:
+            three = flat._unflatten(0, (rep, n // (rep * layout.ep), layout.ep),
+                                    ("ep_replicate", "efsdp_shard", "ep"))
+            cached = (three["ep_replicate", "efsdp_shard"], three["ep"])
+        else:
+            two = flat._unflatten(0, (n // layout.ep, layout.ep), ("efsdp", "ep"))
+            cached = (two["efsdp"], two["ep"])
         mesh._megacluster_ep_meshes = cached
     return cached
 
@@ -249,8 +257,9 @@ def apply_expert_fsdp(model: nn.Module, mesh, layout, precision: str) -> None:
     for moe in moe_layers(model):
         fully_shard(moe.experts, mesh=efsdp, mp_policy=mp, reshard_after_forward=layout.zero >= 3)
         moe.experts.set_gradient_divide_factor(float(layout.dp * layout.cp))
-        if efsdp.device_type == "cpu" and efsdp.size() > 1:  # gloo has no pre-multiplied sum: sum, then divide
-            # (not on one rank: PyTorch 2.13's FSDP would then divide twice)
+        if efsdp.device_type == "cpu" and efsdp.size(efsdp.ndim - 1) > 1:  # gloo has no pre-multiplied sum: sum,
+            # then divide (not when the shard dimension is one rank: PyTorch 2.13's FSDP would then divide twice;
+            # with HSDP it then sums over the replicas, which gloo runs)
             moe.experts.set_force_sum_reduction_for_comms(True)
 
 

@@ -6,7 +6,8 @@ Supported: ``pp`` x ``dp`` x ``tp`` on one 3-D (pp, dp, tp) device mesh: pipelin
 inside each stage; with ``cp`` or ``ep`` > 1 a 4-D (pp, dp, cp, tp) mesh (context parallelism in
 ``runtime/context_parallel.py``, expert parallelism in ``runtime/moe.py``). ZeRO stages map onto FSDP2:
 ``zero 3`` reshards weights after forward (FSDP), ``zero 0..2`` keeps them gathered between forward and
-backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less).
+backward (gradients and optimizer state still sharded, i.e. ZeRO-2 memory or less). With ``dp_replicate`` > 1
+FSDP2 runs as HSDP on a 2-D (replicate, shard) mesh cut from the dp x cp ranks (``context_parallel.fsdp_mesh``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..errors import UserError
 from ..specs import Layout, ModelSpec
 
 SUPPORTED = ("supported: pp (1F1B, interleaved, zero-bubble or DualPipeV) x dp (FSDP2) x tp (DTensor, with or "
-             "without sequence parallelism); cp (ring attention, without pp) and ep (all-to-all, over dp x cp)")
+             "without sequence parallelism); cp (ring attention, without pp) and ep (all-to-all, over dp x cp); "
+             "dp_replicate (HSDP replicas of the FSDP state)")
 
 
 @dataclass
@@ -79,6 +81,10 @@ def check_layout(layout: Layout, spec: ModelSpec, world: int, schedule: str = "1
                                    layout.recompute)
             if why:
                 raise UserError(why)
+    from ..layout_check import replicate_problems  # HSDP (dp_replicate): the planner's rules
+
+    for why in replicate_problems(layout)[:1]:
+        raise UserError(why)
     # context and expert parallelism (context_parallel.py, moe.py)
     from . import context_parallel, moe
     context_parallel.check_layout(layout, spec)
@@ -106,7 +112,8 @@ def make_mesh(d: Dist, layout: Layout):
     """The 3-D (pp, dp, tp) device mesh of the job, or None for one process."""
     if d.world == 1:
         return None
-    if layout.cp > 1 or layout.ep > 1:  # (pp, dp, cp, tp) with dp x cp flattened for FSDP (context_parallel.py)
+    if layout.cp > 1 or layout.ep > 1 or layout.dp_replicate > 1:
+        # (pp, dp, cp, tp) with dp x cp flattened for FSDP, cut into (replica, shard) for HSDP (context_parallel.py)
         from .context_parallel import make_mesh as make_cp_mesh
         return make_cp_mesh(d, layout)
     from torch.distributed.device_mesh import init_device_mesh
@@ -214,7 +221,8 @@ def precision_dtype(precision: str) -> torch.dtype:
 
 def apply_fsdp(model: nn.Module, dp_mesh, precision: str, zero: int) -> None:
     """FSDP2 ``fully_shard`` per block, then the root; parameters in ``precision`` for compute, gradients
-    reduced in fp32."""
+    reduced in fp32. A 2-D ``dp_mesh`` (replicate, shard) makes it HSDP: sharded over the inner dimension,
+    gradient shards all-reduced over the outer one."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mp = MixedPrecisionPolicy(param_dtype=precision_dtype(precision), reduce_dtype=torch.float32)
@@ -240,7 +248,7 @@ def parallelize(model: nn.Module, d: Dist, layout: Layout, precision: str, compi
         from .context_parallel import fsdp_mesh  # dp x cp ranks share FSDP (context_parallel.py)
         from .moe import apply_expert_fsdp
         apply_expert_fsdp(model, mesh, layout, precision)  # experts over the ranks ep leaves (moe.py)
-        apply_fsdp(model, fsdp_mesh(mesh), precision, layout.zero)
+        apply_fsdp(model, fsdp_mesh(mesh, layout.dp_replicate), precision, layout.zero)  # 2-D mesh: HSDP
     return model
 
 

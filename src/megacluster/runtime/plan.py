@@ -67,7 +67,8 @@ def fit_layout(lay: dict, spec: ModelSpec, world: int, given: set[str], scaled_w
     Fields named in ``given`` (flags on the command line) are never changed. The others change only where
     they no longer fit: the parallel degrees are cut to divide ``world`` (pp, then tp, then cp are kept as
     large as divides and fits the model; dp takes the rest), vp to at most layers / pp, ep to what divides
-    the experts and dp x cp; the global batch keeps the plan's sequences per data-parallel rank and is raised
+    the experts and the HSDP shard group dp x cp / dp_replicate, dp_replicate to the largest divisor of the new
+    dp at most the plan's; the global batch keeps the plan's sequences per data-parallel rank and is raised
     to a multiple of pp micro-batches when pipelining (``pipeline_multiple``; torch's 1F1B needs at least pp,
     the interleaved schedules a multiple); ``scaled_width`` (new d_model / planned d_model) scales the
     sequence length with the width, which keeps attention's share of the FLOPs (s / 6d) that of the plan.
@@ -100,9 +101,14 @@ def fit_layout(lay: dict, spec: ModelSpec, world: int, given: set[str], scaled_w
     if "vp" not in given:
         vp = new.get("vp", 1)
         new["vp"] = 1 if pp == 1 else max(1, min(vp, spec.n_layers // pp))
+    if "dp_replicate" not in given and new.get("dp_replicate", 1) > 1:
+        ep_given = new.get("ep", 1) if "ep" in given else 1
+        new["dp_replicate"] = _largest_divisor(dp, new["dp_replicate"],
+                                               lambda r: (dp * cp // r) % ep_given == 0)
+    rep = new.get("dp_replicate", 1)
     if "ep" not in given:
         n_exp = spec.moe.n_experts if spec.moe else 1
-        new["ep"] = _largest_divisor(math.gcd(n_exp, dp * cp), new.get("ep", 1), lambda d: True)
+        new["ep"] = _largest_divisor(math.gcd(n_exp, max(1, dp * cp // rep)), new.get("ep", 1), lambda d: True)
     if "global_batch" not in given and old.get("dp") and new.get("dp") != old.get("dp") \
             and old.get("global_batch"):
         per_rank = max(1, old["global_batch"] // old["dp"])
@@ -116,6 +122,6 @@ def fit_layout(lay: dict, spec: ModelSpec, world: int, given: set[str], scaled_w
         n_micro = -(-n_micro // unit) * unit
         new["global_batch"] = n_micro * dp * mb
     changes = [f"{k.replace('_', ' ')} {old.get(k, 1)} -> {new[k]}" for k in
-               ("tp", "pp", "dp", "cp", "ep", "vp", "seq_len", "micro_batch", "global_batch")
+               ("tp", "pp", "dp", "cp", "ep", "vp", "dp_replicate", "seq_len", "micro_batch", "global_batch")
                if k in new and old.get(k, 1) != new[k] and k not in given]
     return new, changes

@@ -163,7 +163,9 @@ def _header(rep: Reporter, cfg: TrainConfig, d, n_params: int, peak: M.Peak, not
     pp = (f" x pp {L.pp} ({cfg.schedule}: {torch_class_name(cfg.schedule, L.vp)}{stages}, {L.n_microbatches} "
           f"micro-batches)" if L.pp > 1 else "")
     sp = " (sequence parallel)" if L.tp > 1 and L.sequence_parallel else ""
-    rep.print(f"[bold]layout[/] dp {L.dp} x tp {L.tp}{sp}{pp}"
+    hsdp = (f" (HSDP: {L.dp_replicate} replicas x {L.dp * L.cp // L.dp_replicate}-rank shard groups)"
+            if L.dp_replicate > 1 else "")
+    rep.print(f"[bold]layout[/] dp {L.dp}{hsdp} x tp {L.tp}{sp}{pp}"
               f", micro-batch {L.micro_batch}, global batch {L.global_batch} x {L.seq_len} tokens, recompute "
               f"{L.recompute}, zero {L.zero}, {cfg.precision}{', compiled' if cfg.compile else ''}; "
               f"{d.world} process(es) on {d.device.type}")
@@ -360,7 +362,8 @@ def _run(cfg: TrainConfig, d) -> dict:
     if records:
         _comparison(rep, summary, est if comparable else None)
     extra = {"world": d.world, "device": d.device.type, "params": n_params, "resumed_at": start,
-             "param_bytes_per_rank": local_param_bytes(parts), "build_peak_bytes_per_rank": build_bytes}
+             "param_bytes_per_rank": local_param_bytes(parts), "build_peak_bytes_per_rank": build_bytes,
+             "fsdp_ranks": _fsdp_ranks(d, L) if fsdp else None}
     js = summary_json(cfg, records, summary, est, note, comparable, extra)
     result = {"measured": summary, "prediction": est.model_dump(mode="json") if est is not None else None,
               "prediction_note": note, "config": cfg.describe(), "json": js}
@@ -455,6 +458,14 @@ def build_model(cfg: TrainConfig, d) -> tuple[list, list[int], int, int]:
             m.to_empty(device=d.device)
             m.init_weights(cfg.seed)
     return parts, ids, n_params, growth.grown
+
+
+def _fsdp_ranks(d, layout) -> list:
+    """The global ranks of the mesh FSDP runs over on this rank's pipeline stage: ``[r0, r1, ...]`` (one shard
+    group), or with HSDP ``[[replica 0's shard group], [replica 1's], ...]``."""
+    from .context_parallel import fsdp_mesh
+
+    return fsdp_mesh(d.mesh, layout.dp_replicate).mesh.tolist()
 
 
 def local_param_bytes(parts) -> int:
