@@ -57,3 +57,17 @@ def tiny_config(tmp_path: Path | None = None, **kw):
     if tmp_path is not None:
         kw.setdefault("metrics", tmp_path / "metrics.jsonl")
     return TrainConfig(layout=Layout(**lay), **kw)
+
+
+def train_error(capsys, *args) -> str:
+    """The one error line ``megacluster train ARGS`` exits 2 with (no traceback, no second line)."""
+    import pytest
+
+    from megacluster.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    return err

@@ -10,6 +10,7 @@ import pytest
 from megacluster.cli import main
 
 from runtime_helpers import env
+from runtime_helpers import train_error as _error
 
 
 def test_cli_imports_and_explains_without_torch():
@@ -21,15 +22,6 @@ def test_cli_imports_and_explains_without_torch():
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines() == ["error: megacluster train needs PyTorch: pip install "
                                              "'megacluster[train]'"]
-
-
-def _error(capsys, *args) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(["train", *args])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
 
 
 @pytest.mark.parametrize("args, expect", [

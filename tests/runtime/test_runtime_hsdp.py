@@ -10,9 +10,8 @@ import os
 
 import pytest
 
-from megacluster.cli import main
-
 from runtime_helpers import TINY, cli, tiny_config
+from runtime_helpers import train_error as _error
 
 #: relative tolerance, fp32: only the order of floating-point reductions differs (measured: equal to the
 #: printed digits)
@@ -114,15 +113,6 @@ def test_hsdp_with_expert_parallelism(tmp_path):
     want = _records(tmp_path / "metrics.jsonl")
     records, summary, _ = _run(tmp_path, "ep", [*MOE, "--dp", "4", "--dp-replicate", "2", "--ep", "2"], nproc=4)
     _close(records, want)
-
-
-def _error(capsys, *args) -> str:
-    with pytest.raises(SystemExit) as e:
-        main(["train", *args])
-    assert e.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    return err
 
 
 @pytest.mark.parametrize("args, expect", [
