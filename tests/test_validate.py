@@ -420,6 +420,17 @@ def test_an_assumed_recompute_that_fits_nothing_gives_way_to_the_least_that_fits
     assert full.predicted < partial.predicted < stated.predicted
 
 
+@pytest.mark.parametrize("value, reason", [(0, "dp_replicate: Input should be greater than 0"),
+                                           (-2, "dp_replicate must not be negative"),
+                                           (3, "dp_replicate=3 must divide dp=512"),
+                                           (True, "dp_replicate must be a whole number")])
+def test_a_runs_impossible_replicas_are_a_reason_not_a_default(value, reason):
+    """0 is not read as "not given": a run whose replicas cannot be is listed as not predicted, with why."""
+    run = next(r for r in load_runs("more") if r["id"] == "bloomberggpt-50b-512gpu")
+    out = validate_runs([_run("ok"), {**run, "id": "odd", "spec": {**run["spec"], "dp_replicate": value}}])
+    assert [s.id for s in out["skipped"]] == ["odd"] and reason in out["skipped"][0].reason
+
+
 def test_bloomberggpt_shards_over_128_gpus_in_4_replicas_as_its_paper_says():
     """The spec's dp_replicate: the ZeRO-3 state lives on 128 GPUs (4x the state per GPU of sharding over 512),
     which is what leaves micro-batch 4 without room on a 40 GB A100."""

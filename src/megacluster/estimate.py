@@ -385,11 +385,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         t_rep = t_rep + comm.allreduce_time(cluster, p_expert * gr / eshard, n_rep, rep_per_node, tp * cp * dp)
 
     # per step, ZeRO-0..2: reduce gradients (+ gather updated weights for ZeRO-1/2)
-    rs_grads = gather(p_dense * gr, shard, dp_per_node) + t_rep
+    rs_shard = gather(p_dense * gr, shard, dp_per_node)              # within the shard group
     ag_params = gather(p_dense * 2.0, shard, dp_per_node)
     if m.moe:
-        rs_grads = rs_grads + gather(p_expert * gr, eshard, dp_per_node)
+        rs_shard = rs_shard + gather(p_expert * gr, eshard, dp_per_node)
         ag_params = ag_params + gather(p_expert * 2.0, eshard, dp_per_node)
+    rs_grads = rs_shard + t_rep
     allreduce = 2.0 * rs_grads
     t_dp_step = np.where(zero == 0, allreduce, rs_grads + ag_params)
     window = np.where(c["dp_overlap"], (2.0 / 3.0) * t_mb_first, 0.0)    # backward of the last micro-batch
@@ -408,7 +409,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         dp_exposed_12 = np.maximum(dp_exposed_12, b_exposed)
     # ZeRO-3 / FSDP: gather weights for forward and backward, reduce-scatter grads, per micro-batch
     # (or once per step when weights stay gathered across micro-batches)
-    per_mb = 2.0 * ag_params + rs_grads - t_rep
+    per_mb = 2.0 * ag_params + rs_shard
     # a stack that keeps a stage's weights (and gradients) unsharded across micro-batches gathers once a step
     keep_w = _fsdp_keeps(c, "fsdp_unsharded_weights", pp)
     keep_g = _fsdp_keeps(c, "fsdp_unsharded_grads", pp)

@@ -90,9 +90,9 @@ class ModelSpec(_Spec):
     moe: Optional[MoESpec] = None
     mla: Optional[MLASpec] = None
     mtp_layers: int = Field(0, ge=0, le=16, description="multi-token-prediction modules trained beside the model "
-                            "(DeepSeek-V3: 1): each adds, on the last pipeline stage, one layer like the "
-                            "model's last, a 2h x h projection and another pass of the output layer and loss; "
-                            "they are outside the model's parameter count and model FLOPs (MFU)")
+                            "(DeepSeek-V3: 1): each adds one layer like the model's to the pipeline split and, "
+                            "on the last stage, a 2h x h projection and another pass of the output layer and "
+                            "loss; they are outside the model's parameter count and model FLOPs (MFU)")
     source: str = ""
 
     @model_validator(mode="after")

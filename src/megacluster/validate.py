@@ -214,6 +214,11 @@ def _block_recompute(part: dict, full: dict, mbs: np.ndarray, hbm_bytes: float, 
     return {"fits": fits, "layers": layers, "per_stage": whole, "tps": tps, "mem": m0 + frac * (m1 - m0)}
 
 
+def _replicas(s: dict) -> int:
+    """The spec's ``dp_replicate``, 1 where it is absent or null (0 is kept, so the layout check refuses it)."""
+    return 1 if s.get("dp_replicate") is None else s["dp_replicate"]
+
+
 def _recompute_assumed(s: dict) -> bool:
     """Whether the spec lists its recompute level among its assumptions (``spec.assumed``)."""
     return any(str(a).strip().lower().startswith("recompute") for a in (s.get("assumed") or []))
@@ -230,7 +235,7 @@ def predict_run(run: dict) -> RunResult:
     base = dict(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                 vp=s.get("vp") or 1, global_batch=s["global_batch"], seq_len=s["seq_len"],
                 sequence_parallel=bool(s.get("sequence_parallel")), recompute=RECOMPUTE[s["recompute"]],
-                zero=s.get("zero") or 0, fp8=_precision(s)[0] == "fp8", dp_replicate=s.get("dp_replicate") or 1)
+                zero=s.get("zero") or 0, fp8=_precision(s)[0] == "fp8", dp_replicate=_replicas(s))
     arr = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs})
     fits = np.broadcast_to(arr["fits"], mbs.shape)
     # an assumed recompute level with which no micro-batch fits cannot be what the run did: it ran, so it
@@ -248,7 +253,7 @@ def predict_run(run: dict) -> RunResult:
         if not fits.any() and s["recompute"] != "full":
             full = estimate_arrays(model, cluster, stack, {**base, "micro_batch": mbs, "recompute": 2})
             block = _block_recompute(arr, full, mbs, cluster.gpu.hbm_gib * GIB,
-                                     float(model.n_layers) / float(s["pp"]))
+                                     float(model.n_layers + model.mtp_layers) / float(s["pp"]))
             if block is not None:
                 fits = block["fits"]
     tps = np.broadcast_to(arr["tokens_per_s_per_gpu"], mbs.shape) if block is None else block["tps"]
@@ -290,7 +295,7 @@ def _check_layout(model: ModelSpec, cluster, s: dict, micro_batch: int) -> None:
         layout = Layout(tp=s["tp"], pp=s["pp"], dp=s["dp"], cp=s.get("cp") or 1, ep=s.get("ep") or 1,
                         vp=s.get("vp") or 1, micro_batch=micro_batch, global_batch=s["global_batch"],
                         seq_len=s["seq_len"], recompute=s["recompute"], zero=s.get("zero") or 0,
-                        dp_replicate=s.get("dp_replicate") or 1, precision=_precision(s)[0])
+                        dp_replicate=_replicas(s), precision=_precision(s)[0])
     except ValidationError as e:
         raise UserError(catalog.validation_message(e, "layout")) from None
     probs = layout_problems(model, cluster, layout)
