@@ -58,11 +58,15 @@ def test_first_stage_holds_no_more_micro_batches_than_there_are():
     assert many - few == pytest.approx(layer_mb * ((8 + 7 / 2) - 4), rel=1e-9)
 
 
+def _mem(L: Layout, stack: StackSpec, model: ModelSpec = LLAMA8) -> dict[str, float]:
+    """The step model's memory (m_*), data-parallel times (t_dp*) and parameters per GPU of one layout."""
+    r = estimate_arrays(model, cluster(L.n_gpus), stack, layout_arrays(L))
+    return {k: float(v) for k, v in r.items() if k.startswith(("m_", "t_dp", "params"))}
+
+
 def _states(L: Layout, stack: StackSpec) -> dict[str, float]:
-    r = estimate_arrays(LLAMA8, ClusterSpec(gpu=GPU, n_gpus=L.n_gpus, node=NODE, fabric=FABRIC), stack,
-                        layout_arrays(L))
-    return {k: float(r[f"m_{k}"]) for k in ("weights", "gradients", "optimizer")} | {
-        "params": float(r["params_per_gpu"])}
+    r = _mem(L, stack)
+    return {k: r[f"m_{k}"] for k in ("weights", "gradients", "optimizer")} | {"params": r["params_per_gpu"]}
 
 
 def test_fsdp2_keeps_16_bytes_per_parameter_sharded():
@@ -190,12 +194,6 @@ def test_dtensor_sequence_parallel_keeps_the_gathered_block_inputs(monkeypatch):
     assert with_gathered - without == pytest.approx(8192 * 4 * h * (1 - 1 / tp), rel=1e-9)
 
 
-def _mem(L: Layout, stack: StackSpec, model: ModelSpec = LLAMA8) -> dict[str, float]:
-    r = estimate_arrays(model, ClusterSpec(gpu=GPU, n_gpus=L.n_gpus, node=NODE, fabric=FABRIC), stack,
-                        layout_arrays(L))
-    return {k: float(v) for k, v in r.items() if k.startswith(("m_", "t_dp"))}
-
-
 def test_zero3_buffers_hold_the_output_layer_unit_with_its_gradient_by_hand():
     """FSDP: at the output layer's backward its whole bf16 weight, its bf16 gradient and the fp32 reduce copy
     (torchtitan reduces in fp32) are live, with the last layer's weights prefetched; for Llama 3.1 8B the
@@ -227,10 +225,8 @@ def test_dp_replicate_shards_state_over_one_replica_and_all_reduces_across_repli
     # shard over the 8 replicas, one per node
     from megacluster.physics import comm
     alone = _mem(Layout(dp=8, global_batch=8, micro_batch=1, seq_len=8192, zero=3), stack)
-    shard_bytes = float(estimate_arrays(LLAMA8, ClusterSpec(gpu=GPU, n_gpus=64, node=NODE, fabric=FABRIC), stack,
-                                        layout_arrays(full))["params_per_gpu"]) * 4 / 8
-    t_rep = float(comm.allreduce_time(ClusterSpec(gpu=GPU, n_gpus=64, node=NODE, fabric=FABRIC), shard_bytes,
-                                      8, 1, 64))
+    shard_bytes = a["params_per_gpu"] * 4 / 8
+    t_rep = float(comm.allreduce_time(cluster(64), shard_bytes, 8, 1, 64))
     assert b["t_dp_comm_total"] == pytest.approx(alone["t_dp_comm_total"] + t_rep, rel=1e-9)
     # dp_replicate 1 is the default, to the byte
     assert _mem(full.model_copy(update={"dp_replicate": 1}), stack) == a
@@ -247,7 +243,7 @@ def test_dp_replicate_that_cannot_run_is_one_line(update, match):
     from megacluster.errors import UserError
     L = Layout(dp=8, global_batch=8, seq_len=8192, **update)
     with pytest.raises(UserError, match=match):
-        estimate(LLAMA8, ClusterSpec(gpu=GPU, n_gpus=8, node=NODE, fabric=FABRIC), L)
+        estimate(LLAMA8, cluster(8), L)
 
 
 def test_multi_token_prediction_adds_a_layer_to_the_split_and_a_head_pass_to_the_last_stage():
@@ -262,7 +258,7 @@ def test_multi_token_prediction_adds_a_layer_to_the_split_and_a_head_pass_to_the
     assert model_from_file(Path(__file__).parent / "data" / "hf" / "DeepSeek-V3" / "config.json").mtp_layers == 1
     plain = ds.model_copy(update={"mtp_layers": 0})
     L = Layout(pp=16, dp=8, ep=8, micro_batch=1, global_batch=64, seq_len=4096, zero=1, recompute="selective")
-    cl = ClusterSpec(gpu=GPU, n_gpus=L.n_gpus, node=NODE, fabric=FABRIC)
+    cl = cluster(L.n_gpus)
     a = estimate_arrays(plain, cl, StackSpec(), layout_arrays(L))
     b = estimate_arrays(ds, cl, StackSpec(), layout_arrays(L))
     assert float(b["step_time_s"]) > float(a["step_time_s"])

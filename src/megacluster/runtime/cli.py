@@ -88,9 +88,8 @@ def build_config(*, plan: Optional[Path], model: Optional[str], layers: Optional
 
     check_flags(layers=layers, d_model=d_model, heads=heads, kv_heads=kv_heads, ffn=ffn, vocab=vocab,
                 experts=experts, top_k=top_k, tp=tp, dp=dp, pp=pp, cp=cp, ep=ep, vp=vp, dp_replicate=dp_replicate,
-                micro_batch=micro_batch,
-                global_batch=global_batch, seq_len=seq_len, zero=zero, precision=precision, gpu=gpu, gpus=gpus,
-                fabric=fabric, schedule=schedule, **{k: rest.get(k) for k in (
+                micro_batch=micro_batch, global_batch=global_batch, seq_len=seq_len, zero=zero, precision=precision,
+                gpu=gpu, gpus=gpus, fabric=fabric, schedule=schedule, **{k: rest.get(k) for k in (
                     "lr", "weight_decay", "clip", "warmup", "checkpoint_every", "steps", "log_every", "keep")})
     rp = read_plan(plan) if plan else None
     base = catalog.model(model) if model else (rp.model if rp else TINY)
@@ -248,7 +247,8 @@ def train(
                            schedule=schedule, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch,
                            seq_len=seq_len, sequence_parallel=sequence_parallel, recompute=recompute, zero=zero,
                            dp_replicate=dp_replicate, precision=precision,
-                           world=int(os.environ.get("WORLD_SIZE", "1")), cuda=cuda, gpu=gpu, gpus=gpus, fabric=fabric, compile=compile, steps=steps, lr=lr, warmup=warmup,
+                           world=int(os.environ.get("WORLD_SIZE", "1")), cuda=cuda, gpu=gpu, gpus=gpus,
+                           fabric=fabric, compile=compile, steps=steps, lr=lr, warmup=warmup,
                            weight_decay=weight_decay, clip=clip, seed=seed, data=data, tokenizer=tokenizer,
                            text_key=text_key, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
                            keep=keep, resume=resume, metrics=metrics, log_every=log_every, device=device,

@@ -83,8 +83,9 @@ def check_layout(layout: Layout, spec: ModelSpec, world: int, schedule: str = "1
                 raise UserError(why)
     from ..layout_check import replicate_problems  # HSDP (dp_replicate): the planner's rules
 
-    for why in replicate_problems(layout)[:1]:
-        raise UserError(why)
+    replicas = replicate_problems(layout)
+    if replicas:
+        raise UserError(replicas[0])
     # context and expert parallelism (context_parallel.py, moe.py)
     from . import context_parallel, moe
     context_parallel.check_layout(layout, spec)
