@@ -39,12 +39,17 @@ def test_catalog_families_group_one_sources_runs():
 
 
 # ------------------------------------------------------------------------------------------------ the band
+def _by_run(residuals):
+    """Each residual its own family: the plain (run-weighted) conformal edges."""
+    return u.family_conformal_edges(residuals, [f"f{i}" for i in range(len(residuals))])
+
+
 def test_conformal_edges_are_the_finite_sample_order_statistics():
     r = np.arange(1.0, 20.0)             # n = 19: floor(20 x 0.1) = 2nd, ceil(20 x 0.9) = 18th
-    assert u.conformal_edges(r[::-1]) == (2.0, 18.0)
-    assert u.conformal_edges([0.3, -0.1, 0.2]) == (-0.1, 0.3)    # too few runs: the extremes
+    assert _by_run(r[::-1]) == (2.0, 18.0)
+    assert _by_run([0.3, -0.1, 0.2]) == (-0.1, 0.3)    # too few runs: the extremes
     with pytest.raises(ValueError):
-        u.conformal_edges([])
+        _by_run([])
 
 
 def _rows(residuals_by_family, **over):
@@ -62,17 +67,15 @@ FEAT = u.Features(generation="hopper", stack="megatron", n_gpus=1024, params=7e1
 
 
 def test_family_conformal_edges_weigh_each_source_the_same():
-    """One run per family: the plain conformal edges. A big family's many runs count as one source: its 30 runs
-    at 0 and 9 sources at 1..9 give a band over the sources (1/10 each), not one pulled to 0 by the runs."""
-    r = np.arange(1, 20, dtype=float)
-    assert u.family_conformal_edges(r, [f"f{i}" for i in range(19)]) == u.conformal_edges(r)
+    """A big family's many runs count as one source: its 30 runs at 0 and 9 sources at 1..9 give a band over
+    the sources (1/10 each), not one pulled to 0 by the runs."""
     res = [0.0] * 30 + list(range(1, 10))
     fam = ["big"] * 30 + [f"s{i}" for i in range(9)]
     assert u.family_conformal_edges(res, fam) == (0.0, 9.0)         # 10 sources: p 1/11 and 10/11
-    assert u.conformal_edges(res)[1] == 6.0                          # by run, the top edge is 6
+    assert _by_run(res)[1] == 6.0                                    # by run, the top edge is 6
     assert u.family_conformal_edges([0.1, -0.2, 0.3], ["a", "a", "b"]) == (-0.2, 0.3)   # two sources: the range
     with pytest.raises(ValueError):
-        u.family_conformal_edges([], [])
+        u.family_conformal_edges([0.1, 0.2], ["a"])                  # a family name for each residual
 
 
 def test_coverage_of_exchangeable_residuals_is_near_the_level():

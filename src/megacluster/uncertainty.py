@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -189,31 +190,20 @@ class Band:
                 "log_band": [self.lo, self.hi], "widen": self.widen, "far_from_validated": list(self.rare)}
 
 
-def conformal_edges(residuals: Sequence[float], q_lo: float = Q_LO, q_hi: float = Q_HI) -> tuple[float, float]:
-    """(lower, upper) edges of a central band from ``n`` exchangeable residuals: the floor((n+1) q_lo)-th and
-    ceil((n+1) q_hi)-th order statistics (1-based, clipped to 1..n)."""
-    r = np.sort(np.asarray(residuals, dtype=float))
-    n = len(r)
-    if n == 0:
-        raise ValueError("no residuals to draw a band from")
-    k_lo = min(max(math.floor((n + 1) * q_lo + 1e-9), 1), n)     # 1e-9: 20 x 0.1 is 2, not 1.999...
-    k_hi = min(max(math.ceil((n + 1) * q_hi - 1e-9), 1), n)
-    return float(r[k_lo - 1]), float(r[k_hi - 1])
-
-
 def family_conformal_edges(residuals: Sequence[float], families: Sequence[str], q_lo: float = Q_LO,
                            q_hi: float = Q_HI) -> tuple[float, float]:
     """(lower, upper) edges of a central band from residuals that come in families whose errors are shared:
     each family weighs the same (each of its ``m`` runs 1/m), and the finite-sample levels count families, not
     runs: with ``F`` families the edges are the weighted quantiles at floor((F+1) q_lo)/(F+1) and
     ceil((F+1) q_hi)/(F+1) (the smallest residual whose cumulative weight reaches the level; level 0 is the
-    smallest residual). With one run per family this is ``conformal_edges``; with few families the band is
-    the residuals' whole range."""
+    smallest residual). With one run per family these are the plain conformal order statistics, the
+    floor((n+1) q_lo)-th and ceil((n+1) q_hi)-th of n residuals; with few families the band is the residuals'
+    whole range."""
     r = np.asarray(residuals, dtype=float)
-    if len(r) == 0:
-        raise ValueError("no residuals to draw a band from")
     fam = list(families)
-    count = {f: fam.count(f) for f in set(fam)}
+    if len(r) == 0 or len(fam) != len(r):
+        raise ValueError("a band needs residuals, and one family name for each")
+    count = Counter(fam)
     n_fam = len(count)
     order = np.argsort(r, kind="stable")
     w = np.array([1.0 / count[fam[i]] for i in order]) / n_fam
