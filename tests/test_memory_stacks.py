@@ -265,3 +265,20 @@ def test_multi_token_prediction_adds_a_layer_to_the_split_and_a_head_pass_to_the
     assert float(b["t_output_layer"]) > float(a["t_output_layer"])
     assert float(b["model_flops_per_token"]) == float(a["model_flops_per_token"])
     assert float(b["m_total"]) > float(a["m_total"])
+
+
+def test_dualpipe_holds_two_stages_and_runs_half_the_head_per_micro_batch():
+    """DeepSeek's DualPipe: rank i holds stages i and p-1-i (two copies of the parameters, V3 report Table 2) and
+    runs one of them per micro-batch, so the rank with the output head carries half of it per micro-batch.
+    DualPipeV (PyTorch's ScheduleDualPipeV, what the runtime runs): one copy, and rank 0 runs its first and its
+    last chunk for every micro-batch: the whole head."""
+    from megacluster import catalog
+
+    ds = catalog.model("deepseek-v3")
+    L = Layout(pp=16, dp=8, ep=8, micro_batch=1, global_batch=64, seq_len=4096, zero=1, recompute="selective")
+    cl = cluster(L.n_gpus)
+    dual = estimate_arrays(ds, cl, StackSpec(framework="hai-llm"), layout_arrays(L))
+    vee = estimate_arrays(ds, cl, StackSpec(framework="hai-llm", schedule="dualpipe-v"), layout_arrays(L))
+    assert float(dual["params_per_gpu"]) == pytest.approx(2.0 * float(vee["params_per_gpu"]))
+    assert float(dual["t_output_layer"]) == pytest.approx(0.5 * float(vee["t_output_layer"]))
+    assert float(dual["m_weights"]) == pytest.approx(2.0 * float(vee["m_weights"]))

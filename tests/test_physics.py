@@ -285,6 +285,9 @@ def test_interleaved_bubble_with_fewer_micro_batches_than_stages():
 
 def test_dualpipe_bubble_is_about_half_of_1f1b():
     assert pipeline.bubble_fraction(16, 64, schedule="dualpipe") == pytest.approx((16 / 2 - 1) / 64)
+    # DualPipeV: DualPipe's bubble for 2p stages over two stages' work per micro-batch on each of p ranks
+    assert pipeline.bubble_fraction(8, 64, 2, "dualpipe-v") == pytest.approx((8 - 1) / (2 * 64))
+    assert pipeline.bubble_fraction(8, 64, 2, "dualpipe-v") < pipeline.bubble_fraction(8, 64, 1)
 
 
 @pytest.mark.parametrize("vp", [1, 2])

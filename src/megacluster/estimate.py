@@ -66,6 +66,8 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
     entry = catalog.stack_constants(stack.framework)
     c = dict(_variant(entry["by_generation"], generation))
     c["source"] = entry.get("source", "")
+    if stack.schedule is not None:                # the run's own pipeline schedule
+        c["schedule"] = stack.schedule
     if stack.attention is not None:               # the run's own attention kernel (e.g. --use-flash-attn)
         c["attention"] = stack.attention
     if stack.async_tp and "async_tp_overlap" in c:
@@ -333,11 +335,17 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     if m.mtp_layers:
         f_pj, b_pj = lin(T, 2.0 * h, h)
         t_logits = t_logits + mtp * (f_pj + b_pj + t_logits)
+    # DualPipe (DeepSeek-V3 report section 3.2.1, Figure 5 and Table 2's two copies of the parameters): rank i
+    # holds stage i for the micro-batches fed from one end and stage p-1-i for those fed from the other, so the
+    # rank with the embedding also holds the output head (section 3.2.3). Over a pair of micro-batches it runs
+    # the first stage once and the last stage once: per micro-batch, its layers and half the output layer.
+    # (DualPipeV's V holds the first and the last stage on rank 0 too, but runs both for every micro-batch.)
+    t_head = t_logits * (0.5 if c["schedule"] == "dualpipe" else 1.0)
     # slowest stage per micro-batch: the last (its layers and the output layer) or, where the stack balances
     # the ends, a middle one
-    last_slowest = layers_end * t_layer_total + t_logits >= layers_mid * t_layer_total
+    last_slowest = layers_end * t_layer_total + t_head >= layers_mid * t_layer_total
     layers_crit = np.where(last_slowest, layers_end, layers_mid)
-    t_mb = layers_crit * t_layer_total + np.where(last_slowest, t_logits, 0.0)
+    t_mb = layers_crit * t_layer_total + np.where(last_slowest, t_head, 0.0)
     t_mb_first = layers_mid * t_layer_total
 
     # pipeline: bubble and point-to-point
@@ -363,6 +371,11 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
             ep > 1, 1.0, tp)
     else:
         p_expert = np.zeros_like(tp)
+    # DualPipe keeps two stages on each rank (stage i and stage p-1-i; "Parameter 2x", DeepSeek-V3 report Table 2):
+    # weights, gradients, optimizer state and their data-parallel traffic double; the end rank's two stages
+    # hold the embedding and the output head
+    if c["schedule"] == "dualpipe":
+        p_dense, p_expert = 2.0 * p_dense, 2.0 * p_expert
     p_gpu = p_dense + p_expert
     # ZeRO shards over data x context ranks, or over one replica's share of them (dp_replicate > 1: the
     # shard group is dp*cp/rep neighbouring ranks, and the rep groups all-reduce their gradient shards)
@@ -522,7 +535,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
         "t_attention": n_mb * layers_crit * (t_core_f + t_core_b),
         "t_memory_bound": n_mb * layers_crit * 3 * t_elem_f,
         "t_recompute": n_mb * layers_crit * t_recomp,
-        "t_output_layer": n_mb * np.where(last_slowest, t_logits, 0.0),
+        "t_output_layer": n_mb * np.where(last_slowest, t_head, 0.0),
         "t_tp_comm": n_mb * layers_crit * tp_exposed, "t_cp_comm": n_mb * layers_crit * cp_exposed,
         "t_ep_comm": n_mb * layers_crit * ep_exposed, "t_pp_comm": pp_exposed, "t_bubble": t_bubble,
         "t_dp_comm": dp_exposed, "t_dp_comm_total": t_dp_total, "t_optimizer": t_opt,

@@ -310,6 +310,9 @@ class StackSpec(_Spec):
     grad_reduce_fp32: Optional[bool] = Field(None, description="gradients accumulated and reduced in fp32 (True) "
                                              "or in 16 bits (False); None: the stack's default (Megatron-LM's "
                                              "pretrain script forces fp32 for bf16 unless --grad-reduce-in-bf16)")
+    schedule: Optional[Literal["1f1b", "dualpipe", "dualpipe-v", "zb-h1"]] = Field(
+        None, description="the pipeline schedule the run used (physics/pipeline.py prices each); None: the "
+        "stack's (stacks.yaml)")
     attention: Optional[Literal["flash", "unfused"]] = Field(
         None, description="the attention kernel the run used: flash (FlashAttention-class fused kernel) or "
         "unfused (s x s scores materialised); None: the stack's default on the GPU generation (e.g. Megatron-LM "

@@ -34,7 +34,7 @@ def test_cli_imports_and_explains_without_torch():
      "the zero-bubble schedule runs 2 stages per pipeline rank; pass --vp 2"),
     (["--pp", "2", "--vp", "2", "--schedule", "dualpipe", "--layers", "4", "--global-batch", "8",
       "--micro-batch", "2", "--recompute", "selective"], "selective recompute does not run under the dualpipe"),
-    (["--schedule", "gpipe"], "pipeline schedule 'gpipe' is not in the runtime (it runs 1f1b, dualpipe, zero-bubble, zb-h1)"),
+    (["--schedule", "gpipe"], "pipeline schedule 'gpipe' is not in the runtime (it runs 1f1b, dualpipe, dualpipe-v, zero-bubble, zb-h1)"),
     (["--tp", "0"], "--tp must be positive, got 0"),
     (["--pp", "0"], "--pp must be positive, got 0"),
     (["--dp", "-1"], "--dp must be positive, got -1"),

@@ -181,7 +181,8 @@ def train(
     pp: Optional[int] = typer.Option(None, help="pipeline ranks (with dp and tp on one 3-D device mesh)"),
     vp: Optional[int] = typer.Option(None, help="pipeline stages per pipeline rank (> 1: interleaved)"),
     schedule: Optional[str] = typer.Option(None, help="pipeline schedule: 1f1b (interleaved when vp > 1), "
-                                                      "zero-bubble or dualpipe (default: the plan's stack's)"),
+                                                      "zb-h1, zero-bubble, dualpipe-v, or dualpipe (run as "
+                                                      "dualpipe-v) (default: the plan's stack's)"),
     cp: Optional[int] = typer.Option(None, help="context-parallel degree (ring attention over cp ranks)"),
     ep: Optional[int] = typer.Option(None, help="expert-parallel degree (experts split over ep of the dp*cp ranks)"),
     micro_batch: Optional[int] = typer.Option(None, help="sequences per micro-batch per dp rank (default 8)"),

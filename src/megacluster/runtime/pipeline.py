@@ -3,8 +3,9 @@ model's schedule names onto them.
 
 The step model names a stack's schedule in ``catalog/data/stacks.yaml`` (``schedule: 1f1b | dualpipe | zb-h1``) and
 prices its bubble in ``physics/pipeline.py``: ``1f1b`` is 1F1B, interleaved over ``vp`` model chunks per rank
-when ``vp > 1`` (Narayanan et al. 2021); ``dualpipe`` is DeepSeek's bidirectional schedule, whose one-direction
-variant PyTorch ships as ``ScheduleDualPipeV`` (two chunks per rank, placed in a V); ``zb-h1`` is the
+when ``vp > 1`` (Narayanan et al. 2021); ``dualpipe`` is DeepSeek's bidirectional schedule with two copies of
+the parameters, which PyTorch does not ship: the runtime runs its one-direction variant ``dualpipe-v``
+(``ScheduleDualPipeV``, two chunks per rank placed in a V, no copies) instead and prices what it ran; ``zb-h1`` is the
 ZB-H1 schedule of Qi et al. 2024 (weight gradients deferred into the bubble), which PyTorch ships as
 ``ScheduleInterleavedZeroBubble`` (one or more stages per rank). ``zero-bubble`` is the
 ZB-V schedule of Qi et al. 2024 (arXiv 2401.10241, section 6), which the step model does not price (the
@@ -28,16 +29,21 @@ class Schedule:
     interleaved: str        # torch class with vp stages per rank
     style: str              # stage placement: "loop" (stage s on rank s % pp) or "v" (rank r: r and 2pp-1-r)
     vp: int | None          # stages per rank the schedule needs (None: any)
-    priced: bool            # whether the step model prices this schedule (physics/pipeline.py)
+    prices: str | None      # the step model's schedule that prices what runs (physics/pipeline.py; None: none)
     split_backward: bool    # runs input and weight gradients apart (selective recompute cannot: measured)
+
+    @property
+    def priced(self) -> bool:
+        return self.prices is not None
 
 
 #: step-model schedule name -> the runtime's schedule
 SCHEDULES: dict[str, Schedule] = {
-    "1f1b": Schedule("Schedule1F1B", "ScheduleInterleaved1F1B", "loop", None, True, False),
-    "dualpipe": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, True, True),
-    "zero-bubble": Schedule("ScheduleZBVZeroBubble", "ScheduleZBVZeroBubble", "v", 2, False, True),
-    "zb-h1": Schedule("ScheduleInterleavedZeroBubble", "ScheduleInterleavedZeroBubble", "loop", None, True, True),
+    "1f1b": Schedule("Schedule1F1B", "ScheduleInterleaved1F1B", "loop", None, "1f1b", False),
+    "dualpipe": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, "dualpipe-v", True),
+    "dualpipe-v": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, "dualpipe-v", True),
+    "zero-bubble": Schedule("ScheduleZBVZeroBubble", "ScheduleZBVZeroBubble", "v", 2, None, True),
+    "zb-h1": Schedule("ScheduleInterleavedZeroBubble", "ScheduleInterleavedZeroBubble", "loop", None, "zb-h1", True),
 }
 
 
@@ -76,7 +82,7 @@ def schedule_problem(name: str, pp: int, vp: int, n_micro: int, n_layers: int,
         return (f"pp*vp = {pp}*{vp} = {pp * vp} pipeline stages is more than the model's {n_layers} layers; "
                 f"pass --vp {max(1, n_layers // pp)}" if n_layers >= pp else
                 f"pp={pp} needs at least {pp} layers; the model has {n_layers}")
-    need = pp * vp if name == "dualpipe" else pp
+    need = pp * vp if name in ("dualpipe", "dualpipe-v") else pp
     if n_micro < need:
         return (f"the {name} schedule with pp={pp}{f' x vp={vp}' if vp > 1 else ''} needs at least {need} "
                 f"micro-batches per step, this layout gives {n_micro}; raise --global-batch or lower --micro-batch")

@@ -49,9 +49,10 @@ def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int, device_type: str 
         return None, f"prediction skipped: the planner models bf16/fp16/fp8 training, this run is {cfg.precision}"
     from .pipeline import SCHEDULES
 
-    if cfg.layout.pp > 1 and not SCHEDULES[cfg.schedule].priced:
+    row = SCHEDULES[cfg.schedule]
+    if cfg.layout.pp > 1 and not row.priced:
         return None, (f"prediction skipped: the step model does not price the {cfg.schedule} pipeline schedule "
-                      "(physics/pipeline.py prices 1f1b, interleaved 1f1b and dualpipe)")
+                      "(physics/pipeline.py prices 1f1b, interleaved 1f1b, dualpipe-v and zb-h1)")
     try:
         from ..cluster import make_cluster
         from ..estimate import estimate
@@ -60,18 +61,10 @@ def predict(cfg: TrainConfig, gpu_id: str | None, n_gpus: int, device_type: str 
     from ..specs import StackSpec
 
     # what this runtime is: torchtitan's stack (schedule 1f1b); a run on another schedule is priced with the
-    # plan's stack where that stack names the same schedule, else not at all
+    # plan's stack (torchtitan's without a plan) and the schedule that ran (dualpipe runs as dualpipe-v)
     stack = StackSpec(framework="torchtitan", compile=cfg.compile)
-    if cfg.layout.pp > 1 and cfg.schedule != "1f1b":
-        from ..catalog import gpu as catalog_gpu
-        from ..estimate import stack_constants
-
-        gen = catalog_gpu(gpu_id).generation
-        if cfg.stack is None or stack_constants(cfg.stack, gen).get("schedule") != cfg.schedule:
-            return None, (f"prediction skipped: this run's {cfg.schedule} schedule is not the schedule of the "
-                          "stack the step model would price it with (torchtitan: 1f1b); run from a plan whose "
-                          f"stack uses {cfg.schedule}")
-        stack = cfg.stack
+    if cfg.layout.pp > 1 and row.prices != "1f1b":
+        stack = (cfg.stack or stack).model_copy(update={"schedule": row.prices})
     layout = cfg.layout.model_copy(update={"precision": cfg.precision})
     try:
         est = estimate(cfg.model, make_cluster(gpu_id, n_gpus, cfg.fabric), layout, stack)
