@@ -404,6 +404,20 @@ def test_a_run_may_state_its_attention_kernel():
     assert out["skipped"][0].id == "odd" and "attention must be flash or unfused" in out["skipped"][0].reason
 
 
+def test_a_run_may_state_its_pipeline_schedule_and_an_unknown_stack_key_is_refused():
+    """spec.stack.schedule reaches the step model (a 1F1B run priced as ZB-H1 has a smaller bubble); an unknown
+    schedule or an unknown spec.stack key is the run's one reason line, never silently ignored."""
+    pp = dict(pp=4, dp=2, vp=1, global_batch=64, precision="bf16")
+    plain = validate_runs([_run("plain", stack={"framework": "megatron"}, **pp)])["runs"][0]
+    zb = validate_runs([_run("zb", stack={"framework": "megatron", "schedule": "zb-h1"}, **pp)])["runs"][0]
+    assert zb.predicted > plain.predicted
+    out = validate_runs([_run("ok"), _run("odd", stack={"framework": "megatron", "schedule": "gpipe"}),
+                         _run("typo", stack={"framework": "megatron", "schedul": "zb-h1"})])
+    reasons = {s.id: s.reason for s in out["skipped"]}
+    assert "schedule must be one of 1f1b, dualpipe, dualpipe-v, zb-h1, not 'gpipe'" in reasons["odd"]
+    assert "unknown key 'schedul' (did you mean schedule?)" in reasons["typo"]
+
+
 def test_an_assumed_recompute_that_fits_nothing_gives_way_to_the_least_that_fits():
     """A run ran, so a layout that fits in no micro-batch with its assumed recompute recomputed more: none gives
     way to selective; beyond selective, whole layers of full recompute are added (Megatron's block method),

@@ -105,6 +105,11 @@ def _mla(md: dict) -> Optional[MLASpec]:
     return MLASpec(**{k: src[k] for k in MLA_KEYS})
 
 
+#: the keys a run's spec.stack may have (StackSpec's fields); the pipeline schedules the step model prices
+STACK_KEYS = ("framework", "compile", "async_tp", "fp8_recipe", "grad_reduce_fp32", "attention", "schedule")
+SCHEDULES = ("1f1b", "dualpipe", "dualpipe-v", "zb-h1")
+
+
 def spec_parts(run: dict):
     """(model, cluster, stack) of a run's normalised ``spec``."""
     return _spec_parts_and_notes(run)[:3]
@@ -118,6 +123,13 @@ def _spec_parts_and_notes(run: dict):
     cluster = make_cluster(s["gpu"], s["n_gpus"], fabric=fabric, nic_gbps=s.get("nic_gbps"),
                            nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
     st = s.get("stack") or {}
+    if not isinstance(st, dict):
+        raise UserError(f"spec.stack must be a mapping (framework: ..., attention: ...), not {short(st)}")
+    unknown = sorted(str(k) for k in st if k not in STACK_KEYS)
+    if unknown:
+        near = difflib.get_close_matches(unknown[0], STACK_KEYS, n=1)
+        raise UserError(f"spec.stack has an unknown key {short(unknown[0])}"
+                        + (f" (did you mean {near[0]}?)" if near else "") + f"; known: {', '.join(STACK_KEYS)}")
     recipe = st.get("fp8_recipe") or _precision(s)[1]
     g32 = st.get("grad_reduce_fp32")
     if g32 is not None and not isinstance(g32, bool):
@@ -125,9 +137,12 @@ def _spec_parts_and_notes(run: dict):
     attn = st.get("attention")
     if attn is not None and attn not in ("flash", "unfused"):
         raise UserError(f"spec.stack.attention must be flash or unfused, not {short(attn)}")
+    sched = st.get("schedule")
+    if sched is not None and sched not in SCHEDULES:
+        raise UserError(f"spec.stack.schedule must be one of {', '.join(SCHEDULES)}, not {short(sched)}")
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
                       async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe, grad_reduce_fp32=g32,
-                      attention=attn)
+                      attention=attn, schedule=sched)
     return model, cluster, stack, notes
 
 
@@ -387,7 +402,8 @@ RUN_FIELDS = {
              "dp_replicate": "int",
              "gpus_per_node": "int", "nics_per_node": "int", "nic_gbps": "num", "fabric": "str",
              "precision": "str", "stack": "map", "sequence_parallel": "bool"},
-    "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str", "attention": "str"},
+    "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str", "attention": "str",
+              "schedule": "str"},
     "measured": {"other": "map"},
 }
 MAX_RUN_INT = 10 ** 12       # no count in a run (GPUs, layers, vocabulary, batch, ...) comes near a trillion
