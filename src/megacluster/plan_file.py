@@ -12,7 +12,7 @@ Format (every key but ``layout`` and ``stack`` is a scalar)::
     gpus_per_node: 8
     layout: {tp: 8, pp: 16, dp: 128, cp: 1, ep: 1, vp: 1, micro_batch: 1, global_batch: 2048, seq_len: 8192,
              sequence_parallel: true, recompute: none, zero: 1, dp_replicate: 1, precision: bf16}
-    stack: {framework: megatron, compile: false, async_tp: false, fp8_recipe: null}
+    stack: {framework: megatron, compile: false, async_tp: false, fp8_recipe: null, schedule: null, ...}
     predicted: {...}              # optional, written for the reader; ignored when loading
 
 A model path is stored relative to the plan file's folder, and a relative model path is read so. A layout

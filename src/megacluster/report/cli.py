@@ -30,6 +30,8 @@ _COMPILE = typer.Option(None, "--compile/--no-compile", help="torch.compile-fuse
 _ASYNC_TP = typer.Option(None, "--async-tp/--no-async-tp", help="async (micro-pipelined) tensor parallelism")
 _FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tensorwise, rowwise, delayed, "
                            "blockwise or mxfp8")
+_SCHEDULE = typer.Option(None, "--schedule", help="pipeline schedule: 1f1b (interleaved when vp > 1), zb-h1, "
+                         "dualpipe (two stages per rank) or dualpipe-v (default: the stack's)")
 _JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
 _HTML = typer.Option(None, "--html", help="also write an interactive HTML report (one file, no network needed)")
 _PNG = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and Chromium)")
@@ -104,6 +106,7 @@ def estimate_cmd(
     compile: Optional[bool] = _COMPILE,
     async_tp: Optional[bool] = _ASYNC_TP,
     fp8_recipe: Optional[str] = _FP8_RECIPE,
+    schedule: Optional[str] = _SCHEDULE,
     plan: Optional[Path] = typer.Option(None, "--plan", help="plan file (from `megacluster plan --out`); flags "
                                         "given as well override it"),
     json_out: bool = _JSON,
@@ -125,7 +128,7 @@ def estimate_cmd(
     if "gpus_per_node" in given:
         planned.pop("nvlink_domain", None)      # the plan's NVLink domain was its node's
     cluster = resolve_cluster(_pick(gpu, p.gpu), _pick(gpus, p.gpus), **{**planned, **given})
-    stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack)
+    stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack, schedule=schedule)
     flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
                  seq_len=seq_len, recompute=recompute, zero=zero, precision=precision,
                  sequence_parallel=sequence_parallel, dp_replicate=dp_replicate)
@@ -260,6 +263,7 @@ def plan_cmd(
     compile: Optional[bool] = _COMPILE,
     async_tp: Optional[bool] = _ASYNC_TP,
     fp8_recipe: Optional[str] = _FP8_RECIPE,
+    schedule: Optional[str] = _SCHEDULE,
     out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
     force: bool = typer.Option(False, "--force", help="let --out replace a file that is not a megacluster plan"),
     json_out: bool = _JSON,
@@ -277,7 +281,8 @@ def plan_cmd(
              headroom=headroom, sweep_gpus=sweep_gpus,
              cluster_flags=_given(fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
                                   gpus_per_node=gpus_per_node),
-             stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe),
+             stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe,
+                              schedule=schedule),
              out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
              tp_across_nodes=tp_across_nodes, html=html, png=png, force=force)
 
