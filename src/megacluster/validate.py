@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, get_args
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -106,8 +106,8 @@ def _mla(md: dict) -> Optional[MLASpec]:
 
 
 #: the keys a run's spec.stack may have (StackSpec's fields); the pipeline schedules the step model prices
-STACK_KEYS = ("framework", "compile", "async_tp", "fp8_recipe", "grad_reduce_fp32", "attention", "schedule")
-SCHEDULES = ("1f1b", "dualpipe", "dualpipe-v", "zb-h1")
+STACK_KEYS = tuple(StackSpec.model_fields)
+SCHEDULES = get_args(get_args(StackSpec.model_fields["schedule"].annotation)[0])
 
 
 def spec_parts(run: dict):
