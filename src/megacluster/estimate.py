@@ -399,10 +399,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
 
     # per step, ZeRO-0..2: reduce gradients (+ gather updated weights for ZeRO-1/2)
     rs_shard = gather(p_dense * gr, shard, dp_per_node)              # within the shard group
-    ag_params = gather(p_dense * 2.0, shard, dp_per_node)
+    # parameters are gathered in 16 bits, or in fp8 where an fp8 run keeps fp8 weights (StackSpec.fp8_params)
+    agb = np.where(fp8 & bool(stack.fp8_params), 1.0, 2.0)
+    ag_params = gather(p_dense * agb, shard, dp_per_node)
     if m.moe:
         rs_shard = rs_shard + gather(p_expert * gr, eshard, dp_per_node)
-        ag_params = ag_params + gather(p_expert * 2.0, eshard, dp_per_node)
+        ag_params = ag_params + gather(p_expert * agb, eshard, dp_per_node)
     rs_grads = rs_shard + t_rep
     allreduce = 2.0 * rs_grads
     t_dp_step = np.where(zero == 0, allreduce, rs_grads + ag_params)
@@ -418,7 +420,7 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     if bucket and c["dp_overlap"]:
         b_params = np.minimum(p_gpu, np.maximum(float(bucket["min"]), float(bucket["per_dp_rank"]) * shard))
         b_rs = gather(b_params * gr, shard, dp_per_node)
-        b_exposed = np.where(zero == 0, 2.0 * b_rs, b_rs + gather(b_params * 2.0, shard, dp_per_node))
+        b_exposed = np.where(zero == 0, 2.0 * b_rs, b_rs + gather(b_params * agb, shard, dp_per_node))
         dp_exposed_12 = np.maximum(dp_exposed_12, b_exposed)
     # ZeRO-3 / FSDP: gather weights for forward and backward, reduce-scatter grads, per micro-batch
     # (or once per step when weights stay gathered across micro-batches)

@@ -140,9 +140,13 @@ def _spec_parts_and_notes(run: dict):
     sched = st.get("schedule")
     if sched is not None and sched not in SCHEDULES:
         raise UserError(f"spec.stack.schedule must be one of {', '.join(SCHEDULES)}, not {short(sched)}")
+    f8p = st.get("fp8_params")
+    if f8p and _precision(s)[0] != "fp8":
+        raise UserError("spec.stack.fp8_params is true but the run does not train in fp8; set precision fp8 or drop "
+                        "fp8_params")
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
                       async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe, grad_reduce_fp32=g32,
-                      attention=attn, schedule=sched)
+                      attention=attn, schedule=sched, fp8_params=f8p)
     return model, cluster, stack, notes
 
 
@@ -403,7 +407,7 @@ RUN_FIELDS = {
              "gpus_per_node": "int", "nics_per_node": "int", "nic_gbps": "num", "fabric": "str",
              "precision": "str", "stack": "map", "sequence_parallel": "bool"},
     "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str", "attention": "str",
-              "schedule": "str"},
+              "schedule": "str", "grad_reduce_fp32": "bool", "fp8_params": "bool"},
     "measured": {"other": "map"},
 }
 MAX_RUN_INT = 10 ** 12       # no count in a run (GPUs, layers, vocabulary, batch, ...) comes near a trillion

@@ -32,6 +32,8 @@ _FP8_RECIPE = typer.Option(None, "--fp8-recipe", help="fp8 scaling recipe: tenso
                            "blockwise or mxfp8")
 _SCHEDULE = typer.Option(None, "--schedule", help="pipeline schedule: 1f1b (interleaved when vp > 1), zb-h1, "
                          "dualpipe (two stages per rank) or dualpipe-v (default: the stack's)")
+_FP8_PARAMS = typer.Option(None, "--fp8-params/--no-fp8-params", help="with --precision fp8, keep the weights in "
+                           "fp8 (NeMo FP8_PARAMS): parameter all-gathers move 1 byte per parameter")
 _JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
 _HTML = typer.Option(None, "--html", help="also write an interactive HTML report (one file, no network needed)")
 _PNG = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and Chromium)")
@@ -107,6 +109,7 @@ def estimate_cmd(
     async_tp: Optional[bool] = _ASYNC_TP,
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     schedule: Optional[str] = _SCHEDULE,
+    fp8_params: Optional[bool] = _FP8_PARAMS,
     plan: Optional[Path] = typer.Option(None, "--plan", help="plan file (from `megacluster plan --out`); flags "
                                         "given as well override it"),
     json_out: bool = _JSON,
@@ -128,7 +131,8 @@ def estimate_cmd(
     if "gpus_per_node" in given:
         planned.pop("nvlink_domain", None)      # the plan's NVLink domain was its node's
     cluster = resolve_cluster(_pick(gpu, p.gpu), _pick(gpus, p.gpus), **{**planned, **given})
-    stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack, schedule=schedule)
+    stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack, schedule=schedule,
+                          fp8_params=fp8_params)
     flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
                  seq_len=seq_len, recompute=recompute, zero=zero, precision=precision,
                  sequence_parallel=sequence_parallel, dp_replicate=dp_replicate)
@@ -264,6 +268,7 @@ def plan_cmd(
     async_tp: Optional[bool] = _ASYNC_TP,
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     schedule: Optional[str] = _SCHEDULE,
+    fp8_params: Optional[bool] = _FP8_PARAMS,
     out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
     force: bool = typer.Option(False, "--force", help="let --out replace a file that is not a megacluster plan"),
     json_out: bool = _JSON,
@@ -282,7 +287,7 @@ def plan_cmd(
              cluster_flags=_given(fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
                                   gpus_per_node=gpus_per_node),
              stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe,
-                              schedule=schedule),
+                              schedule=schedule, fp8_params=fp8_params),
              out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
              tp_across_nodes=tp_across_nodes, html=html, png=png, force=force)
 

@@ -24,7 +24,7 @@ DEFAULT_TOKENS_PER_STEP = 2 ** 22     # estimate's default global batch: about 4
 LAYOUT_FLAGS = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "zero",
                 "precision", "sequence_parallel")
 CLUSTER_FLAGS = ("fabric", "nic_gbps", "nics_per_node", "gpus_per_node")
-STACK_FLAGS = ("framework", "compile", "async_tp", "fp8_recipe", "schedule")
+STACK_FLAGS = ("framework", "compile", "async_tp", "fp8_recipe", "schedule", "fp8_params")
 
 
 def choice(flag: str, value: Optional[str], choices: tuple[str, ...]) -> Optional[str]:
@@ -88,10 +88,10 @@ def resolve_cluster(gpu: Any, gpus: Optional[int], fabric: Optional[str] = None,
 
 def resolve_stack(framework: Optional[str] = None, compile: Optional[bool] = None, async_tp: Optional[bool] = None,
                   fp8_recipe: Optional[str] = None, base: Optional[dict] = None,
-                  schedule: Optional[str] = None) -> StackSpec:
+                  schedule: Optional[str] = None, fp8_params: Optional[bool] = None) -> StackSpec:
     d = dict(base or {})
     for k, v in (("framework", framework), ("compile", compile), ("async_tp", async_tp), ("fp8_recipe", fp8_recipe),
-                 ("schedule", schedule)):
+                 ("schedule", schedule), ("fp8_params", fp8_params)):
         if v is not None:
             d[k] = v
     catalog.stack_constants(d.get("framework", "megatron"))       # unknown framework: nearest suggested
