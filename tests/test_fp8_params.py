@@ -60,3 +60,15 @@ def test_the_flag_on_estimate(capsys):
     code, out8, err = run_cli(capsys, *args, "--fp8-params")
     assert code == 0, err
     assert json.loads(out8)["step_time_s"] < json.loads(out)["step_time_s"]
+
+
+@pytest.mark.parametrize("cmd, expect", [
+    (["estimate", "--pp", "2"], "error: --fp8-params keeps fp8 weights, but this layout trains in bf16; add "
+                                "--precision fp8 or drop --fp8-params"),
+    (["plan", "--precision", "bf16"], "error: --fp8-params keeps fp8 weights, but --precision bf16 pins a 16-bit "
+                                      "layout; pin --precision fp8 (or leave it to the search) or drop --fp8-params"),
+])
+def test_fp8_params_on_a_16_bit_layout_is_one_line(capsys, cmd, expect):
+    code, out, err = run_cli(capsys, cmd[0], "--model", "llama3.1-8b", "--gpu", "h100-sxm", "--gpus", "16",
+                             "--global-batch", "32", *cmd[1:], "--fp8-params")
+    assert code == 2 and out == "" and err.strip().splitlines() == [expect]

@@ -141,6 +141,9 @@ def estimate_cmd(
         base.pop("dp", None)        # the plan's dp no longer multiplies out: derive it again
     layout = resolve_layout(spec, cluster, flags, base=base)
     layout, rederived = _rederive_vp(spec, layout, vp, base)
+    if stack.fp8_params and layout.precision != "fp8":
+        raise UserError(f"--fp8-params keeps fp8 weights, but this layout trains in {layout.precision}; add "
+                        "--precision fp8 or drop --fp8-params")
     est = estimate(spec, cluster, layout, stack)
     if not est.fits:
         raise UserError(does_not_fit_message(spec, cluster, layout, stack, est))

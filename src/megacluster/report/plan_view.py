@@ -140,6 +140,9 @@ def run_plan(*, model: Optional[str], gpu: Optional[str], gpus: Optional[int], g
         raise UserError(f"--headroom is the fraction of GPU memory to keep free, in [0, 1); got {headroom}")
     _check_pins(pins)
     stack = resolve_stack(**stack_flags)
+    if stack.fp8_params and pins.get("precision") not in (None, "fp8"):
+        raise UserError(f"--fp8-params keeps fp8 weights, but --precision {pins['precision']} pins a 16-bit layout; "
+                        "pin --precision fp8 (or leave it to the search) or drop --fp8-params")
     kw = dict(global_batch=global_batch, tokens_per_step=tokens_per_step, seq_len=seq_len, stack=stack,
               memory_headroom=headroom or 0.0, pins=pins, global_batch_bounds=global_batch_bounds,
               tp_within_node=not tp_across_nodes)
