@@ -243,9 +243,12 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     inner = act_bytes + rope_bytes
     outer_div = np.where(sp, tp, 1.0)
     elem_f = ew * T * (outer / outer_div + inner / tp)
-    # fp8: each GEMM operand is scaled and cast: activations (T x in) and weights of this GPU
+    # fp8: each GEMM operand is scaled and cast: activations (T x in) and weights of this GPU. Weights kept in fp8
+    # (StackSpec.fp8_params) are not cast: the optimizer step writes them, and their transposes are made once
+    # per step, 1/n_mb of it per micro-batch
+    w_casts = np.where(bool(stack.fp8_params), 1.0 / np.maximum(gb / (dp * mb), 1.0), 1.0)
     fp8_elems = T * (2.0 * h + m.ffn_hidden * (2 if m.gated else 1)) / tp * 2 + (
-        m.attn_params + m.ffn_params(m.ffn_hidden)) / tp
+        m.attn_params + m.ffn_params(m.ffn_hidden)) / tp * w_casts
     elem_f = elem_f + np.where(fp8, c["fp8_cast"] * fp8_elems, 0.0)
     t_elem_f = compute.memory_time(g, elem_f)
     # eager ops the host issues one by one where the device does not run ahead of it (a CPU; GPU entries have

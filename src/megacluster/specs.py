@@ -312,8 +312,9 @@ class StackSpec(_Spec):
                                              "pretrain script forces fp32 for bf16 unless --grad-reduce-in-bf16)")
     fp8_params: Optional[bool] = Field(None, description="weights kept in fp8 (NeMo/MLPerf FP8_PARAMS, Megatron "
                                        "--fp8-param-gather): with fp8 training the distributed optimizer's and "
-                                       "ZeRO-3's parameter all-gathers move 1 byte per parameter, not 2; None or "
-                                       "False: 16-bit weights")
+                                       "ZeRO-3's parameter all-gathers move 1 byte per parameter, not 2, and the "
+                                       "weights are not cast to fp8 for each micro-batch; None or False: 16-bit "
+                                       "weights")
     schedule: Optional[Literal["1f1b", "dualpipe", "dualpipe-v", "zb-h1"]] = Field(
         None, description="the pipeline schedule the run used (physics/pipeline.py prices each); None: the "
         "stack's (stacks.yaml)")
