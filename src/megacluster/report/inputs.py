@@ -21,10 +21,6 @@ from ..specs import ClusterSpec, Layout, ModelSpec, StackSpec
 RECOMPUTE_CHOICES = ("none", "selective", "full")
 PRECISION_CHOICES = ("bf16", "fp16", "fp8")
 DEFAULT_TOKENS_PER_STEP = 2 ** 22     # estimate's default global batch: about 4M tokens per step
-LAYOUT_FLAGS = ("tp", "pp", "dp", "cp", "ep", "vp", "micro_batch", "global_batch", "seq_len", "recompute", "zero",
-                "precision", "sequence_parallel")
-CLUSTER_FLAGS = ("fabric", "nic_gbps", "nics_per_node", "gpus_per_node")
-STACK_FLAGS = ("framework", "compile", "async_tp", "fp8_recipe", "schedule", "fp8_params")
 
 
 def choice(flag: str, value: Optional[str], choices: tuple[str, ...]) -> Optional[str]:
