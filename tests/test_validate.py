@@ -414,7 +414,7 @@ def test_a_run_may_state_its_pipeline_schedule_and_an_unknown_stack_key_is_refus
     out = validate_runs([_run("ok"), _run("odd", stack={"framework": "megatron", "schedule": "gpipe"}),
                          _run("typo", stack={"framework": "megatron", "schedul": "zb-h1"})])
     reasons = {s.id: s.reason for s in out["skipped"]}
-    assert "schedule must be one of 1f1b, dualpipe, dualpipe-v, zb-h1, not 'gpipe'" in reasons["odd"]
+    assert "schedule: Input should be '1f1b', 'dualpipe', 'dualpipe-v' or 'zb-h1', got 'gpipe'" in reasons["odd"]
     assert "unknown key 'schedul' (did you mean schedule?)" in reasons["typo"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 from pathlib import Path
-from typing import Any, Callable, Optional, get_args
+from typing import Any, Callable, Optional
 
 import numpy as np
 from pydantic import BaseModel, ValidationError
@@ -105,9 +105,8 @@ def _mla(md: dict) -> Optional[MLASpec]:
     return MLASpec(**{k: src[k] for k in MLA_KEYS})
 
 
-#: the keys a run's spec.stack may have (StackSpec's fields); the pipeline schedules the step model prices
+#: the keys a run's spec.stack may have (StackSpec's fields)
 STACK_KEYS = tuple(StackSpec.model_fields)
-SCHEDULES = get_args(get_args(StackSpec.model_fields["schedule"].annotation)[0])
 
 
 def spec_parts(run: dict):
@@ -123,8 +122,6 @@ def _spec_parts_and_notes(run: dict):
     cluster = make_cluster(s["gpu"], s["n_gpus"], fabric=fabric, nic_gbps=s.get("nic_gbps"),
                            nics_per_node=s.get("nics_per_node"), gpus_per_node=s.get("gpus_per_node"))
     st = s.get("stack") or {}
-    if not isinstance(st, dict):
-        raise UserError(f"spec.stack must be a mapping (framework: ..., attention: ...), not {short(st)}")
     unknown = sorted(str(k) for k in st if k not in STACK_KEYS)
     if unknown:
         near = difflib.get_close_matches(unknown[0], STACK_KEYS, n=1)
@@ -132,14 +129,10 @@ def _spec_parts_and_notes(run: dict):
                         + (f" (did you mean {near[0]}?)" if near else "") + f"; known: {', '.join(STACK_KEYS)}")
     recipe = st.get("fp8_recipe") or _precision(s)[1]
     g32 = st.get("grad_reduce_fp32")
-    if g32 is not None and not isinstance(g32, bool):
-        raise UserError(f"spec.stack.grad_reduce_fp32 must be true or false, not {g32!r}")
     attn = st.get("attention")
     if attn is not None and attn not in ("flash", "unfused"):
         raise UserError(f"spec.stack.attention must be flash or unfused, not {short(attn)}")
-    sched = st.get("schedule")
-    if sched is not None and sched not in SCHEDULES:
-        raise UserError(f"spec.stack.schedule must be one of {', '.join(SCHEDULES)}, not {short(sched)}")
+    sched = st.get("schedule")          # StackSpec names the schedules the step model prices
     f8p = st.get("fp8_params")
     if f8p and _precision(s)[0] != "fp8":
         raise UserError("spec.stack.fp8_params is true but the run does not train in fp8; set precision fp8 or drop "
