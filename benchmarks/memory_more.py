@@ -16,13 +16,7 @@ import argparse
 import statistics
 
 from megacluster.run_family import family_key
-from megacluster.validate import load_runs, validate_runs
-
-
-def published_gb(run: dict):
-    other = (run.get("measured") or {}).get("other") or {}
-    v = other.get("peak_memory_gb")
-    return float(v) if isinstance(v, (int, float)) and v > 0 else None
+from megacluster.validate import load_runs, published_peak_memory_gib, validate_runs
 
 
 def main() -> None:
@@ -34,7 +28,7 @@ def main() -> None:
     result = validate_runs(runs)
     rows = []
     for res in result["runs"]:
-        ref = published_gb(by_id[res.id])
+        ref = published_peak_memory_gib(by_id[res.id], "peak_memory_gb")
         if ref is not None:
             rows.append((family_key(by_id[res.id]), res.id, res.layout, res.memory_gib, ref))
     if not rows:

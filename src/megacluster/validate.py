@@ -315,11 +315,12 @@ def _check_layout(model: ModelSpec, cluster, s: dict, micro_batch: int) -> None:
         raise UserError(f"layout {layout.label()} cannot run: {probs[0]}")
 
 
-def published_peak_memory_gib(run: dict) -> Optional[float]:
+def published_peak_memory_gib(run: dict, key: str = "peak_memory_gib") -> Optional[float]:
     """The run's published peak memory per GPU (``measured.other.peak_memory_gib``), if it gives one.
-    torchtitan's figures are the PyTorch allocator's peak reserved memory."""
+    torchtitan's figures are the PyTorch allocator's peak reserved memory. ``key``: another figure of the same
+    place (``peak_memory_gb``: what the out-of-set sources publish, of mixed kinds; benchmarks/memory_more.py)."""
     other = (run.get("measured") or {}).get("other") or {}
-    v = other.get("peak_memory_gib")
+    v = other.get(key)
     return float(v) if isinstance(v, (int, float)) and v > 0 else None
 
 
