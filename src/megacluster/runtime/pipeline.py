@@ -37,11 +37,13 @@ class Schedule:
         return self.prices is not None
 
 
-#: step-model schedule name -> the runtime's schedule
+_DUALPIPE_V = Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, "dualpipe-v", True)
+
+#: step-model schedule name -> the runtime's schedule (DeepSeek's two-copy dualpipe runs as dualpipe-v)
 SCHEDULES: dict[str, Schedule] = {
     "1f1b": Schedule("Schedule1F1B", "ScheduleInterleaved1F1B", "loop", None, "1f1b", False),
-    "dualpipe": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, "dualpipe-v", True),
-    "dualpipe-v": Schedule("ScheduleDualPipeV", "ScheduleDualPipeV", "v", 2, "dualpipe-v", True),
+    "dualpipe": _DUALPIPE_V,
+    "dualpipe-v": _DUALPIPE_V,
     "zero-bubble": Schedule("ScheduleZBVZeroBubble", "ScheduleZBVZeroBubble", "v", 2, None, True),
     "zb-h1": Schedule("ScheduleInterleavedZeroBubble", "ScheduleInterleavedZeroBubble", "loop", None, "zb-h1", True),
 }
@@ -82,7 +84,7 @@ def schedule_problem(name: str, pp: int, vp: int, n_micro: int, n_layers: int,
         return (f"pp*vp = {pp}*{vp} = {pp * vp} pipeline stages is more than the model's {n_layers} layers; "
                 f"pass --vp {max(1, n_layers // pp)}" if n_layers >= pp else
                 f"pp={pp} needs at least {pp} layers; the model has {n_layers}")
-    need = pp * vp if name in ("dualpipe", "dualpipe-v") else pp
+    need = pp * vp if row is _DUALPIPE_V else pp
     if n_micro < need:
         return (f"the {name} schedule with pp={pp}{f' x vp={vp}' if vp > 1 else ''} needs at least {need} "
                 f"micro-batches per step, this layout gives {n_micro}; raise --global-batch or lower --micro-batch")
