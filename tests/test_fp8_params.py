@@ -28,7 +28,9 @@ def test_fp8_params_halve_the_parameter_gathers_of_an_fp8_run(zero):
     plain, f8 = _f("fp8", None, zero), _f("fp8", True, zero)
     assert float(f8["t_dp_comm_total"]) < float(plain["t_dp_comm_total"])
     assert float(f8["step_time_s"]) <= float(plain["step_time_s"])
-    assert float(f8["m_total"]) == pytest.approx(float(plain["m_total"]))     # memory is not modelled apart
+    # on Blackwell one fp8 copy of a weight serves both GEMM layouts (no cached transpose): 1 byte, not 2
+    if zero < 3:
+        assert float(plain["m_weights"]) - float(f8["m_weights"]) == pytest.approx(float(f8["params_per_gpu"]))
 
 
 def test_fp8_weights_are_not_cast_each_micro_batch():

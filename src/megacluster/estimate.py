@@ -478,21 +478,28 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # there is no separate 16-bit sharded copy; a stack may keep the stage's 16-bit weights (and its fp32
     # gradient accumulation) unsharded across micro-batches
     shard_w = np.where(c.get("fsdp_fp32_params", False), 0.0, 2.0)
-    weights = np.where(zero == 3, p_gpu * shard_w / shard + np.where(keep_w, p_gpu * 2.0, 0.0), p_gpu * 2.0)
+    # weights kept in fp8 (StackSpec.fp8_params) take 1 byte plus, where the chip's fp8 GEMMs need the transposed
+    # operand (Hopper), a cached transpose: 2 bytes as a 16-bit weight; 1 where one copy serves both layouts
+    w_bytes = np.where(fp8 & bool(stack.fp8_params) & bool(g.fp8_gemm_any_layout), 1.0, 2.0)
+    weights = np.where(zero == 3, p_gpu * shard_w / shard + np.where(keep_w, p_gpu * 2.0, 0.0), p_gpu * w_bytes)
     grads = (p_dense * c["grad_bytes"] / np.where(zero >= 2, shard, 1.0)
              + p_expert * c["grad_bytes"] / np.where(zero >= 2, eshard, 1.0))
     grads = grads + np.where((zero == 3) & keep_g, p_gpu * c["grad_reduce_bytes"], 0.0)
     optim = p_dense * 12.0 / opt_shard + p_expert * 12.0 / np.where(zero >= 1, eshard, 1.0)
     policy = c.get("selective_policy", "attention_core")
+    # an fp8 run on a stack that saves its GEMM inputs in fp8 (stack constant fp8_saved_inputs; physics/memory.py)
+    f8_saved = fp8 & bool(c.get("fp8_saved_inputs", False))
     per_tok_layer = activation_bytes_per_token_layer(m, s, tp, sp, rc, flash, _dropout(m), cp, policy,
-                                                     sp_gathered=c.get("sp_saves_gathered_inputs", False))
+                                                     sp_gathered=c.get("sp_saves_gathered_inputs", False),
+                                                     fp8_inputs=f8_saved)
     # micro-batches whose activations the first stage holds at once: pp under 1F1B, pp + (pp-1)/vp under the
     # interleaved schedule (Narayanan et al. 2021), never more than the micro-batches there are
     in_flight = np.where(pp > 1, np.minimum(pp * np.where(vp > 1, 1 + (pp - 1) / (pp * vp), 1.0), n_mb), 1.0)
     # recompute rebuilds one layer's dropped activations during its backward: that working set is live on
     # top of what is stored
     full_layer = activation_bytes_per_token_layer(m, s, tp, sp, 0, flash, _dropout(m), cp,
-                                                  sp_gathered=c.get("sp_saves_gathered_inputs", False))
+                                                  sp_gathered=c.get("sp_saves_gathered_inputs", False),
+                                                  fp8_inputs=f8_saved)
     rebuilt = np.where(rc >= 1, np.maximum(full_layer - per_tok_layer, 0.0) * T, 0.0)
     acts_first = per_tok_layer * T * layers_end * in_flight + T * h * 2.0 + rebuilt
     # last stage: the logits and the loss's fp32 working copies (bytes per logit: a stack constant)

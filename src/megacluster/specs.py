@@ -217,6 +217,8 @@ class GPUSpec(_Spec):
     gemm_k_overhead: float = Field(gt=0, description="K0, 16-bit: per-tile fill and epilogue time expressed "
                                    "as inner-dimension length; efficiency x K/(K+K0) (fp8: 2 K0)")
     gemm_launch_us: float = Field(0.0, ge=0, description="fixed time per GEMM kernel, microseconds")
+    fp8_gemm_any_layout: bool = Field(False, description="fp8 GEMMs take operands in any layout, so an fp8 "
+                                      "tensor needs no transposed copy (compute capability 10 and up)")
     attention_efficiency: float = Field(gt=0, le=1, description="causal flash-attention forward, long-sequence "
                                         "sustained fraction of 16-bit peak")
     attention_bwd_ratio: float = Field(1.0, gt=0, le=1.5, description="backward kernel rate / forward rate")

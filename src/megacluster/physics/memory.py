@@ -9,7 +9,15 @@ bytes with 16-bit activations, for hidden size h, FFN width f, heads a, sequence
 * MLP block: 2h (input) + 2f (activation input; 4f when gated) + 2f (activation output) + h (dropout mask)
 * two norms: 4h
 
-For GPT (q = k = v = h, f = 4h, dropout) this is Korthikanti's 34h + 5as per token. Tensor parallelism
+For GPT (q = k = v = h, f = 4h, dropout) this is Korthikanti's 34h + 5as per token.
+
+An fp8 run whose stack saves each GEMM's input for the backward as one fp8 copy (``fp8_inputs``;
+Transformer Engine's Linear and LayerNormLinear, 1.x and 2.x: one row-wise or one transposed copy, 1 byte)
+stores the QKV and FC1 inputs (the norm outputs) and the FC2 input (the activation output) in 1 byte
+instead of 2, and keeps the output projection's fp8 input (q bytes) on top of the 16-bit attention output
+that the attention kernel saves anyway. The norm inputs, Q, K, V, the attention output and the FC1 output
+(the activation's input) stay 16-bit (TE's ``fp8_dot_product_attention`` and Megatron's
+``activation_func_fp8_input_store`` are not modelled). Tensor parallelism
 divides the parts inside attention and MLP by t; sequence parallelism also divides the rest. Selective
 recompute drops the 5as term; full recompute keeps only the layer input (2h, divided by t with SP).
 
@@ -35,12 +43,13 @@ GIB = 1024.0 ** 3
 
 def activation_bytes_per_token_layer(m: ModelSpec, seq_len, tp=1, sp=False, recompute="none",
                                      flash=True, dropout=False, cp=1, selective_policy="attention_core",
-                                     sp_gathered=False):
+                                     sp_gathered=False, fp8_inputs=False):
     """Activation bytes stored per token per layer for the backward pass (one GPU's share).
 
     ``recompute``: "none", "selective" or "full" (or an integer array 0/1/2). ``cp`` splits the sequence,
     which ``seq_len`` already is the full length of (the 5as term uses the local key length s/cp... times
-    the full query set is split, so it divides by cp)."""
+    the full query set is split, so it divides by cp). ``fp8_inputs`` (bool or array): the GEMM inputs are
+    saved in fp8 (module docstring)."""
     h = m.d_model
     qd, vd = attn_dims(m)
     kd = m.kv_heads * (qd // m.n_heads) if not m.mla else qd
@@ -53,10 +62,14 @@ def activation_bytes_per_token_layer(m: ModelSpec, seq_len, tp=1, sp=False, reco
     drop = 1.0 if dropout else 0.0
     tp = np.asarray(tp, dtype=float)
     rc = _recompute_code(recompute)
-    inner_attn = 2 * (qd + kd) + 2 * vd_kv + 2 * qd
-    inner_mlp = (4 if m.gated else 2) * f + 2 * f
+    f8 = np.asarray(fp8_inputs, dtype=bool)
+    gemm_in = np.where(f8, 1.0, 2.0)                     # bytes per element of a saved GEMM input
+    # Q, K, V and the attention output (the output projection's input; its fp8 copy adds qd when fp8)
+    inner_attn = 2 * (qd + kd) + 2 * vd_kv + 2 * qd + np.where(f8, qd, 0.0)
+    # the activation's input (FC1 output, 16-bit) and its output (the FC2 input)
+    inner_mlp = (4 if m.gated else 2) * f + gemm_in * f
     outer = 2 * h + drop * h + 2 * h + drop * h          # the two norms' inputs and the dropout masks
-    gathered = 4 * h                                     # the attention and MLP blocks' input (norm outputs)
+    gathered = 2 * gemm_in * h                           # the attention and MLP blocks' input (norm outputs)
     scores = np.where(np.logical_or(flash, rc >= 1), 0.0, 5.0 * m.n_heads * np.asarray(seq_len, float) / cp)
     outer_div = np.where(sp, tp, 1.0)
     full_layer = (inner_attn + inner_mlp + scores) / tp + outer / outer_div + gathered / np.where(
