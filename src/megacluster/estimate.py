@@ -74,6 +74,10 @@ def stack_constants(stack: StackSpec, generation: str) -> dict[str, Any]:
         c["tp_overlap"] = c["async_tp_overlap"]
     elif stack.async_tp:
         c["tp_overlap"] = "chunked"
+    elif stack.tp_overlap is not None:            # the run's own TP overlap (e.g. none: userbuffers never set up)
+        c["tp_overlap"] = stack.tp_overlap
+    if stack.dp_bucket_params is not None:        # the run's own DDP bucket size
+        c["dp_bucket_params"] = {"min": float(stack.dp_bucket_params), "per_dp_rank": 0.0}
     # which passes the chunked overlap covers: both (Transformer Engine userbuffers) or forward only
     # (PyTorch async TP: the compiler rewrites forward all-gather->matmul / matmul->reduce-scatter pairs)
     scope = c.get("async_tp_scope", "both") if stack.async_tp else c.get("tp_overlap_scope", "both")
@@ -412,16 +416,34 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     allreduce = 2.0 * rs_grads
     t_dp_step = np.where(zero == 0, allreduce, rs_grads + ag_params)
     window = np.where(c["dp_overlap"], (2.0 / 3.0) * t_mb_first, 0.0)    # backward of the last micro-batch
-    dp_exposed_12 = np.maximum(0.0, rs_grads - window) + np.where(
-        zero == 0, np.maximum(0.0, allreduce - rs_grads - window), np.maximum(0.0, ag_params - np.where(
-            c["dp_overlap"], t_mb_first / 3.0, 0.0)))
-    # bucketed overlap (stack constant dp_bucket_params): gradients are reduced in buckets of
-    # max(min, per_rank x DP ranks) parameters as the backward produces them, so the last bucket (the first
-    # layers' gradients) is reduced after the backward ends, and with ZeRO-1/2 the first bucket's updated
-    # weights are gathered before the next forward can start: one bucket's reduction (and gather) stays exposed
+    # bucketed overlap (stack constant or the run's dp_bucket_params): gradients are reduced, and weights
+    # gathered, in buckets of max(min, per_rank x DP ranks) parameters. A bucket closes at a whole parameter
+    # tensor, so there are at most as many bucket groups as this stage's weight matrices (4 a dense layer:
+    # QKV, attention output, MLP in, MLP out; 2 per local expert) plus one that the small tensors join
     bucket = c.get("dp_bucket_params")
+    n_groups = 1.0
     if bucket and c["dp_overlap"]:
         b_params = np.minimum(p_gpu, np.maximum(float(bucket["min"]), float(bucket["per_dp_rank"]) * shard))
+        n_mats = layers_stage * 4.0 + 1.0
+        if m.moe:
+            n_mats = n_mats + (m.n_moe_layers / pp) * 2.0 * m.moe.n_experts / ep
+        n_groups = np.clip(np.ceil(p_gpu / b_params), 1.0, n_mats)
+    # the weights' all-gathers hide behind the forward, each group prefetched while the one before computes.
+    # With align_param_gather only an interleaved pipeline schedule starts them early (vp > 1); otherwise each
+    # group's all-gather starts in its module's forward pre-hook and the forward waits for it (Megatron-Core
+    # DistributedDataParallel forward pre-hook, skip_next_bucket_dispatch): all of them are exposed, and each
+    # group pays its own collective latency on that path
+    no_prefetch = bool(stack.align_param_gather) & (vp <= 1)
+    ag_serial = ag_params + (n_groups - 1.0) * gather(0.0 * p_gpu, shard, dp_per_node)
+    t_dp_step = np.where(no_prefetch & (zero > 0), rs_grads + ag_serial, t_dp_step)
+    ag_exposed = np.where(no_prefetch, ag_serial, np.maximum(0.0, ag_params - np.where(
+        c["dp_overlap"], t_mb_first / 3.0, 0.0)))
+    dp_exposed_12 = np.maximum(0.0, rs_grads - window) + np.where(
+        zero == 0, np.maximum(0.0, allreduce - rs_grads - window), ag_exposed)
+    # the last bucket (the first layers' gradients) is reduced after the backward ends, and with ZeRO-1/2 the
+    # first bucket's updated weights are gathered before the next forward can start: one bucket's reduction
+    # (and gather) stays exposed
+    if bucket and c["dp_overlap"]:
         b_rs = gather(b_params * gr, shard, dp_per_node)
         b_exposed = np.where(zero == 0, 2.0 * b_rs, b_rs + gather(b_params * agb, shard, dp_per_node))
         dp_exposed_12 = np.maximum(dp_exposed_12, b_exposed)

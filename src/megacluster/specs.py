@@ -324,6 +324,25 @@ class StackSpec(_Spec):
         None, description="the attention kernel the run used: flash (FlashAttention-class fused kernel) or "
         "unfused (s x s scores materialised); None: the stack's default on the GPU generation (e.g. Megatron-LM "
         "with --use-flash-attn on an A100 is flash, its 2021-22 code unfused)")
+    tp_overlap: Optional[Literal["none", "chunked"]] = Field(
+        None, description="the run's tensor-parallel communication overlap: chunked (collective matmul, e.g. "
+        "Transformer Engine userbuffers) or none (every TP collective waits for its GEMM and the GEMM for it); "
+        "None: the stack's")
+    dp_bucket_params: Optional[int] = Field(
+        None, gt=0, le=10 ** 13, description="parameters per data-parallel gradient bucket (Megatron-Core's "
+        "DistributedDataParallelConfig.bucket_size); each bucket group is one reduce-scatter and one all-gather "
+        "per step and pays their latency; None: the stack's rule")
+    align_param_gather: Optional[bool] = Field(
+        None, description="Megatron-Core's align_param_gather, with nothing else starting the parameter "
+        "all-gathers early (no overlap_param_gather_with_optimizer_step): only an interleaved pipeline schedule "
+        "starts them, so without one (vp 1) each bucket group's all-gather runs in its module's forward "
+        "pre-hook while the forward waits; None or False: each group prefetches the next")
+
+    @model_validator(mode="after")
+    def _one_tp_overlap(self) -> "StackSpec":
+        if self.async_tp and self.tp_overlap == "none":
+            raise ValueError("async_tp overlaps the TP collectives, tp_overlap none says nothing does: drop one")
+        return self
 
     @field_validator("fp8_recipe")
     @classmethod

@@ -139,7 +139,8 @@ def _spec_parts_and_notes(run: dict):
                         "fp8_params")
     stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
                       async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe, grad_reduce_fp32=g32,
-                      attention=attn, schedule=sched, fp8_params=f8p)
+                      attention=attn, schedule=sched, fp8_params=f8p, tp_overlap=st.get("tp_overlap"),
+                      dp_bucket_params=st.get("dp_bucket_params"), align_param_gather=st.get("align_param_gather"))
     return model, cluster, stack, notes
 
 
@@ -401,7 +402,8 @@ RUN_FIELDS = {
              "gpus_per_node": "int", "nics_per_node": "int", "nic_gbps": "num", "fabric": "str",
              "precision": "str", "stack": "map", "sequence_parallel": "bool"},
     "stack": {"framework": "str", "compile": "bool", "async_tp": "bool", "fp8_recipe": "str", "attention": "str",
-              "schedule": "str", "grad_reduce_fp32": "bool", "fp8_params": "bool"},
+              "schedule": "str", "grad_reduce_fp32": "bool", "fp8_params": "bool", "tp_overlap": "str",
+              "dp_bucket_params": "int", "align_param_gather": "bool"},
     "measured": {"other": "map"},
 }
 MAX_RUN_INT = 10 ** 12       # no count in a run (GPUs, layers, vocabulary, batch, ...) comes near a trillion

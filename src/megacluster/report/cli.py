@@ -34,6 +34,13 @@ _SCHEDULE = typer.Option(None, "--schedule", help="pipeline schedule: 1f1b (inte
                          "dualpipe (two stages per rank) or dualpipe-v (default: the stack's)")
 _FP8_PARAMS = typer.Option(None, "--fp8-params/--no-fp8-params", help="with --precision fp8, keep the weights in "
                            "fp8 (NeMo FP8_PARAMS): parameter all-gathers move 1 byte per parameter")
+_TP_OVERLAP = typer.Option(None, "--tp-overlap", help="TP communication overlap: chunked (collective matmul, "
+                           "e.g. Transformer Engine userbuffers) or none (default: the stack's)")
+_DP_BUCKET = typer.Option(None, "--dp-bucket-params", help="parameters per data-parallel gradient bucket "
+                          "(Megatron-Core bucket_size; default: the stack's rule)")
+_ALIGN_PG = typer.Option(None, "--align-param-gather/--no-align-param-gather", help="Megatron-Core's "
+                         "align_param_gather: without an interleaved schedule (vp 1) the weights' all-gathers are "
+                         "not prefetched and the forward waits for each")
 _JSON = typer.Option(False, "--json", help="print one JSON object instead of tables")
 _HTML = typer.Option(None, "--html", help="also write an interactive HTML report (one file, no network needed)")
 _PNG = typer.Option(None, "--png", help="also write the main figure as a PNG (needs kaleido and Chromium)")
@@ -110,6 +117,9 @@ def estimate_cmd(
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     schedule: Optional[str] = _SCHEDULE,
     fp8_params: Optional[bool] = _FP8_PARAMS,
+    tp_overlap: Optional[str] = _TP_OVERLAP,
+    dp_bucket_params: Optional[int] = _DP_BUCKET,
+    align_param_gather: Optional[bool] = _ALIGN_PG,
     plan: Optional[Path] = typer.Option(None, "--plan", help="plan file (from `megacluster plan --out`); flags "
                                         "given as well override it"),
     json_out: bool = _JSON,
@@ -132,7 +142,8 @@ def estimate_cmd(
         planned.pop("nvlink_domain", None)      # the plan's NVLink domain was its node's
     cluster = resolve_cluster(_pick(gpu, p.gpu), _pick(gpus, p.gpus), **{**planned, **given})
     stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack, schedule=schedule,
-                          fp8_params=fp8_params)
+                          fp8_params=fp8_params, tp_overlap=tp_overlap, dp_bucket_params=dp_bucket_params,
+                          align_param_gather=align_param_gather)
     flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
                  seq_len=seq_len, recompute=recompute, zero=zero, precision=precision,
                  sequence_parallel=sequence_parallel, dp_replicate=dp_replicate)
@@ -272,6 +283,9 @@ def plan_cmd(
     fp8_recipe: Optional[str] = _FP8_RECIPE,
     schedule: Optional[str] = _SCHEDULE,
     fp8_params: Optional[bool] = _FP8_PARAMS,
+    tp_overlap: Optional[str] = _TP_OVERLAP,
+    dp_bucket_params: Optional[int] = _DP_BUCKET,
+    align_param_gather: Optional[bool] = _ALIGN_PG,
     out: Optional[Path] = typer.Option(None, "--out", help="save the best plan as YAML (read by estimate --plan)"),
     force: bool = typer.Option(False, "--force", help="let --out replace a file that is not a megacluster plan"),
     json_out: bool = _JSON,
@@ -290,7 +304,8 @@ def plan_cmd(
              cluster_flags=_given(fabric=fabric, nic_gbps=nic_gbps, nics_per_node=nics_per_node,
                                   gpus_per_node=gpus_per_node),
              stack_flags=dict(framework=framework, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe,
-                              schedule=schedule, fp8_params=fp8_params),
+                              schedule=schedule, fp8_params=fp8_params, tp_overlap=tp_overlap,
+                              dp_bucket_params=dp_bucket_params, align_param_gather=align_param_gather),
              out=out, json_out=json_out, global_batch_bounds=_bounds(global_batch_min, global_batch_max),
              tp_across_nodes=tp_across_nodes, html=html, png=png, force=force)
 
