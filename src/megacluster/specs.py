@@ -330,8 +330,9 @@ class StackSpec(_Spec):
         "None: the stack's")
     dp_bucket_params: Optional[int] = Field(
         None, gt=0, le=10 ** 13, description="parameters per data-parallel gradient bucket (Megatron-Core's "
-        "DistributedDataParallelConfig.bucket_size); each bucket group is one reduce-scatter and one all-gather "
-        "per step and pays their latency; None: the stack's rule")
+        "DistributedDataParallelConfig.bucket_size): the last bucket's reduction stays exposed, and where the "
+        "forward waits for each group's all-gather (align_param_gather) every group pays its latency; None: the "
+        "stack's rule")
     align_param_gather: Optional[bool] = Field(
         None, description="Megatron-Core's align_param_gather, with nothing else starting the parameter "
         "all-gathers early (no overlap_param_gather_with_optimizer_step): only an interleaved pipeline schedule "
