@@ -434,7 +434,8 @@ def estimate_arrays(model: ModelSpec, cluster: ClusterSpec, stack: StackSpec,
     # DistributedDataParallel forward pre-hook, skip_next_bucket_dispatch): all of them are exposed, and each
     # group pays its own collective latency on that path
     no_prefetch = bool(stack.align_param_gather) & (vp <= 1)
-    ag_serial = ag_params + (n_groups - 1.0) * gather(0.0 * p_gpu, shard, dp_per_node)
+    group_latency = gather(0.0 * p_gpu, shard, dp_per_node)          # one all-gather of no bytes: its latency
+    ag_serial = ag_params + (n_groups - 1.0) * group_latency
     t_dp_step = np.where(no_prefetch & (zero > 0), rs_grads + ag_serial, t_dp_step)
     ag_exposed = np.where(no_prefetch, ag_serial, np.maximum(0.0, ag_params - np.where(
         c["dp_overlap"], t_mb_first / 3.0, 0.0)))

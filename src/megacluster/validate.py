@@ -127,20 +127,13 @@ def _spec_parts_and_notes(run: dict):
         near = difflib.get_close_matches(unknown[0], STACK_KEYS, n=1)
         raise UserError(f"spec.stack has an unknown key {short(unknown[0])}"
                         + (f" (did you mean {near[0]}?)" if near else "") + f"; known: {', '.join(STACK_KEYS)}")
-    recipe = st.get("fp8_recipe") or _precision(s)[1]
-    g32 = st.get("grad_reduce_fp32")
-    attn = st.get("attention")
-    if attn is not None and attn not in ("flash", "unfused"):
-        raise UserError(f"spec.stack.attention must be flash or unfused, not {short(attn)}")
-    sched = st.get("schedule")          # StackSpec names the schedules the step model prices
-    f8p = st.get("fp8_params")
-    if f8p and _precision(s)[0] != "fp8":
+    if st.get("fp8_params") and _precision(s)[0] != "fp8":
         raise UserError("spec.stack.fp8_params is true but the run does not train in fp8; set precision fp8 or drop "
                         "fp8_params")
-    stack = StackSpec(framework=framework, compile=bool(st.get("compile", False)),
-                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=recipe, grad_reduce_fp32=g32,
-                      attention=attn, schedule=sched, fp8_params=f8p, tp_overlap=st.get("tp_overlap"),
-                      dp_bucket_params=st.get("dp_bucket_params"), align_param_gather=st.get("align_param_gather"))
+    # the run's other stack facts go to StackSpec as written (its field types and allowed values check them)
+    given = {k: v for k, v in st.items() if k not in ("framework", "compile", "async_tp", "fp8_recipe")}
+    stack = StackSpec(**given, framework=framework, compile=bool(st.get("compile", False)),
+                      async_tp=bool(st.get("async_tp", False)), fp8_recipe=st.get("fp8_recipe") or _precision(s)[1])
     return model, cluster, stack, notes
 
 

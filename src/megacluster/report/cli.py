@@ -141,9 +141,9 @@ def estimate_cmd(
     if "gpus_per_node" in given:
         planned.pop("nvlink_domain", None)      # the plan's NVLink domain was its node's
     cluster = resolve_cluster(_pick(gpu, p.gpu), _pick(gpus, p.gpus), **{**planned, **given})
-    stack = resolve_stack(framework, compile, async_tp, fp8_recipe, base=p.stack, schedule=schedule,
-                          fp8_params=fp8_params, tp_overlap=tp_overlap, dp_bucket_params=dp_bucket_params,
-                          align_param_gather=align_param_gather)
+    stack = resolve_stack(framework, base=p.stack, compile=compile, async_tp=async_tp, fp8_recipe=fp8_recipe,
+                          schedule=schedule, fp8_params=fp8_params, tp_overlap=tp_overlap,
+                          dp_bucket_params=dp_bucket_params, align_param_gather=align_param_gather)
     flags = dict(tp=tp, pp=pp, dp=dp, cp=cp, ep=ep, vp=vp, micro_batch=micro_batch, global_batch=global_batch,
                  seq_len=seq_len, recompute=recompute, zero=zero, precision=precision,
                  sequence_parallel=sequence_parallel, dp_replicate=dp_replicate)

@@ -82,17 +82,11 @@ def resolve_cluster(gpu: Any, gpus: Optional[int], fabric: Optional[str] = None,
                         gpus_per_node=gpus_per_node, nvlink_domain=nvlink_domain)
 
 
-def resolve_stack(framework: Optional[str] = None, compile: Optional[bool] = None, async_tp: Optional[bool] = None,
-                  fp8_recipe: Optional[str] = None, base: Optional[dict] = None,
-                  schedule: Optional[str] = None, fp8_params: Optional[bool] = None,
-                  tp_overlap: Optional[str] = None, dp_bucket_params: Optional[int] = None,
-                  align_param_gather: Optional[bool] = None) -> StackSpec:
+def resolve_stack(framework: Optional[str] = None, base: Optional[dict] = None, **flags: Any) -> StackSpec:
+    """The stack a command runs with: ``base`` (a plan file's stack) overridden by the flags given (a
+    StackSpec field each; None: not given)."""
     d = dict(base or {})
-    for k, v in (("framework", framework), ("compile", compile), ("async_tp", async_tp), ("fp8_recipe", fp8_recipe),
-                 ("schedule", schedule), ("fp8_params", fp8_params), ("tp_overlap", tp_overlap),
-                 ("dp_bucket_params", dp_bucket_params), ("align_param_gather", align_param_gather)):
-        if v is not None:
-            d[k] = v
+    d.update({k: v for k, v in {"framework": framework, **flags}.items() if v is not None})
     catalog.stack_constants(d.get("framework", "megatron"))       # unknown framework: nearest suggested
     try:
         return StackSpec(**d)
