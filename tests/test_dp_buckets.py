@@ -88,8 +88,10 @@ def test_cli_flags_reach_the_estimate_and_the_plan_file(tmp_path, capsys):
         return json.loads(out)["step_time_s"]
 
     assert step("--tp-overlap", "none", "--align-param-gather", "--dp-bucket-params", "64") > step()
-    code, out, err = run_cli(capsys, "estimate", *base, "--tp-overlap", "sometimes")
-    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    for bad in (["--tp-overlap", "sometimes"], ["--dp-bucket-params", "0"], ["--dp-bucket-params", "nan"],
+                ["--dp-bucket-params", "-64"], ["--async-tp", "--tp-overlap", "none"]):
+        code, out, err = run_cli(capsys, "estimate", *base, *bad)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, (bad, err)
     plan = tmp_path / "p.yaml"
     code, _, err = run_cli(capsys, "plan", *base[:6], "--tp-overlap", "none", "--dp-bucket-params", "64",
                            "--align-param-gather", "--out", str(plan))
